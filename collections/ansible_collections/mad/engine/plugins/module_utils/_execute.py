@@ -1,0 +1,221 @@
+# Copyright: (c) 2026, madengine developers
+# Apache License 2.0 (see LICENSE)
+"""Run one model on this host and return its perf rows: the single executor behind both
+`madengine-cli run` (local) and the `mad.engine.run_model` module (cluster hosts).
+
+Input is a plain, JSON-serialisable request (see `execute_model`); output is a dict with the perf rows,
+the log path and its tail. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils._container import run_container
+from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
+from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row, rows_for_run, skipped_row
+from ansible_collections.mad.engine.plugins.module_utils._runspec import (
+    RC_FILE,
+    container_body,
+    display_command,
+    effective_args,
+    multiple_results_path,
+    run_timeout,
+    script_location,
+    should_skip,
+)
+from ansible_collections.mad.engine.plugins.module_utils._sysenv import snapshot
+from ansible_collections.mad.engine.plugins.module_utils._tools import resolve_tools
+
+LOG_TAIL_LINES = 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(name: str) -> str:
+    """A model name usable in file and container names (`dummy2/dummy_2` → `dummy2_dummy_2`)."""
+    return _UNSAFE.sub("_", name.replace("/", "_")).strip("_.-") or "model"
+
+
+def dockerfile_stem(docker_file: str) -> str:
+    """`docker/dummy.ubuntu.Dockerfile` → `dummy.ubuntu` (upstream's log-name part)."""
+    base = os.path.basename(docker_file or "")
+    return base[: -len(".Dockerfile")] if base.endswith(".Dockerfile") else (base or "image")
+
+
+def log_path(output_dir: str, model_name: str, docker_file: str) -> str:
+    return os.path.join(output_dir, f"{safe_name(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
+
+
+def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -> dict:
+    """The context with its `tools` resolved against the tools config. Raises ValueError."""
+    resolved = dict(context)
+    resolved["tools"] = resolve_tools(list(context.get("tools") or []), tools_config, tools_config_name)
+    return resolved
+
+
+def preflight(model: dict, context: dict, mad_dir: str) -> list[str]:
+    """Problems that make a model impossible to run here (missing script or pre/post script paths)."""
+    problems = []
+    try:
+        folder, script = script_location(model)
+        if not os.path.isfile(os.path.join(mad_dir, folder, script)):
+            problems.append(f"model {model.get('name')}: script {os.path.join(folder, script)} not found "
+                            f"under {mad_dir}")
+    except ValueError as e:
+        problems.append(str(e))
+    entries = list(context.get("pre_scripts") or []) + list(context.get("post_scripts") or [])
+    for tool in context.get("tools") or []:
+        entries += list(tool.get("pre_scripts") or []) + list(tool.get("post_scripts") or [])
+    for entry in entries:
+        path = str(entry.get("path") or "")
+        if path and not os.path.isfile(path if path.startswith("/") else os.path.join(mad_dir, path)):
+            problems.append(f"script {path} (pre/post scripts) not found under {mad_dir}")
+    return problems
+
+
+def _tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _probe_rc(run_dir: str) -> Callable[[], int | None]:
+    rc_file = os.path.join(run_dir, RC_FILE)
+
+    def probe() -> int | None:
+        try:
+            with open(rc_file, encoding="utf-8") as handle:
+                text = handle.read().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    return probe
+
+
+def execute_model(engine: EngineClient, request: dict[str, Any],
+                  on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `request["model"]` once; never raises for model or engine failures (they become rows).
+
+    Request keys: model (Model.to_dict()), image (reference to run), image_info (docker_file,
+    base_docker, docker_sha, image_digest, build_duration), context (tools already resolved),
+    data_config, facts, options (timeout: -1 not given / 0 none / N, keep_alive, keep_model_dir,
+    skip_model_run, disable_skip_gpu_arch, sys_env_details, force_mirror_local), mad_dir, output_dir,
+    cred_env (secret), run_id, host.
+    Returns {rows, log_path, log_tail, container, kept, exec_line, infra_error}; `infra_error` marks
+    failures of the infrastructure (engine, image) rather than of the model, for retries.
+    """
+    model = request["model"]
+    context = request.get("context") or {}
+    options = request.get("options") or {}
+    facts = request.get("facts") or {}
+    info = request.get("image_info") or {}
+    mad_dir = request["mad_dir"]
+    output_dir = request["output_dir"]
+    run_id = request.get("run_id", "")
+    os.makedirs(output_dir, exist_ok=True)
+    docker_file = str(info.get("docker_file") or model.get("dockerfile") or "")
+    started = datetime.now(timezone.utc)
+    row_kw: dict[str, Any] = {
+        "host": request.get("host", ""), "run_id": run_id, "image": request.get("image", ""),
+        "image_digest": info.get("image_digest", ""), "base_docker": info.get("base_docker", ""),
+        "docker_sha": info.get("docker_sha", ""), "build_duration": info.get("build_duration", ""),
+        "docker_file": docker_file, "gpu_architecture": facts.get("gpu_architecture", ""),
+        "machine_name": request.get("machine_name") or socket.gethostname(),
+        "started_at": started.isoformat(timespec="seconds"), "args": effective_args(model, context),
+    }
+    log = log_path(output_dir, model["name"], docker_file)
+    result: dict[str, Any] = {"rows": [], "log_path": log, "log_tail": [], "container": "", "kept": False,
+                              "exec_line": "", "infra_error": False}
+
+    skip = should_skip(model, facts, bool(options.get("disable_skip_gpu_arch")))
+    if skip:
+        result["rows"] = [skipped_row(model, skip, **row_kw)]
+        return result
+    data_plan = None
+    try:
+        if model.get("data"):
+            data_plan = plan_data(str(model["data"]), request.get("data_config") or {}, mad_dir,
+                                  options.get("force_mirror_local") or None)
+            row_kw["data"] = data_plan.row_data()
+            for folder in data_plan.host_dirs:
+                os.makedirs(folder, exist_ok=True)
+    except (DataError, OSError) as e:
+        result["rows"] = [failure_row(model, str(e), **row_kw)]
+        return result
+
+    override = options.get("timeout", -1)
+    timeout = run_timeout(model, context, None if override in (None, -1) else int(override))
+    name = f"madengine-{safe_name(model['name'])}-{run_id or int(time.time())}".lower()[:120]
+    run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
+    keep_alive = bool(options.get("keep_alive"))
+    try:
+        folder, _ = script_location(model)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(os.path.join(mad_dir, folder), run_dir)
+        body = container_body(model, request["image"], context, facts, options, mad_dir, run_dir,
+                              request.get("cred_env") or {}, data_plan, run_id=run_id)
+    except (ValueError, OSError) as e:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result["rows"] = [failure_row(model, str(e), **row_kw)]
+        return result
+
+    # Docker creates the bind mountpoint `run_directory` inside the MAD root; remove it afterwards if
+    # it was ours (rmdir only succeeds while it is empty, so a user's folder is never touched).
+    mountpoint = os.path.join(mad_dir, "run_directory")
+    made_mountpoint = not os.path.exists(mountpoint)
+    with open(log, "wb") as handle:
+        handle.write(f"$ {display_command(body)}\n".encode())
+        handle.flush()
+        header_end = handle.tell()
+        outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
+                                exit_probe=_probe_rc(run_dir) if keep_alive else None)
+    result.update(container=name, kept=outcome.kept)
+    row_kw["test_duration"] = round(outcome.duration, 3)
+    if outcome.kept:
+        result["exec_line"] = f"docker exec -it {name} bash"
+    if outcome.error:
+        result["infra_error"] = outcome.exit_code is None
+        result["rows"] = [failure_row(model, outcome.error, **row_kw)]
+    else:
+        with open(log, "rb") as handle:
+            handle.seek(header_end)
+            text = handle.read().decode("utf-8", "replace")
+        if options.get("skip_model_run") and not outcome.timed_out:
+            result["rows"] = [skipped_row(model, "--skip-model-run", **row_kw)]
+        else:
+            result["rows"] = rows_for_run(model, text, outcome.exit_code, outcome.timed_out, timeout,
+                                          multiple_results_path(model, run_dir), **row_kw)
+    if options.get("sys_env_details", True):
+        _write_sysenv(engine, os.path.join(output_dir, f"{safe_name(model['name'])}.sysenv.json"))
+    if not (options.get("keep_model_dir") or outcome.kept):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if made_mountpoint and not outcome.kept:
+        with contextlib.suppress(OSError):
+            os.rmdir(mountpoint)
+    result["log_tail"] = _tail(log)
+    return result
+
+
+def _write_sysenv(engine: EngineClient, path: str) -> None:
+    try:
+        version = engine.version()
+    except EngineError:
+        version = {}
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(snapshot(version), handle, indent=2)
+        handle.write("\n")

@@ -1,0 +1,46 @@
+# Copyright: (c) 2026, madengine developers
+# Apache License 2.0 (see LICENSE)
+"""Make a manifest image present on a host: by digest when known, honest about `changed`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+
+
+def pinned_reference(image: Mapping[str, Any]) -> str:
+    """The reference to run for a manifest image entry: `repo@digest` when pushed, else the local tag."""
+    registry_image = str(image.get("registry_image") or "")
+    digest = str(image.get("image_digest") or "")
+    if registry_image and digest:
+        repo = registry_image.split("@", 1)[0]
+        last = repo.rsplit("/", 1)[-1]
+        if ":" in last:  # drop a tag: the digest pins the content
+            repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
+        return f"{repo}@{digest}"
+    return registry_image or str(image.get("docker_image") or "")
+
+
+def has_digest(inspect: Mapping[str, Any] | None, digest: str) -> bool:
+    return bool(inspect) and any(d.endswith("@" + digest) for d in inspect.get("RepoDigests") or [])
+
+
+def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping[str, Any] | None = None,
+                 check_mode: bool = False) -> dict[str, Any]:
+    """Pull `ref` unless the engine already has it (with `digest`, when given).
+
+    Returns {changed, image, id, digest}; raises EngineError ("pull failed", "registry auth failed",
+    or "digest mismatch" when the pulled content is not the recorded digest).
+    """
+    inspect = engine.image_inspect(ref)
+    if inspect is not None and (not digest or has_digest(inspect, digest)):
+        return {"changed": False, "image": ref, "id": inspect.get("Id", ""), "digest": digest}
+    if check_mode:
+        return {"changed": True, "image": ref, "id": "", "digest": digest}
+    inspect = engine.image_pull(ref, auth=auth)
+    if digest and not has_digest(inspect, digest):
+        raise EngineError("digest mismatch", f"pulled {ref} but its digests {inspect.get('RepoDigests')} "
+                                             f"do not include {digest}")
+    return {"changed": True, "image": ref, "id": inspect.get("Id", ""), "digest": digest}

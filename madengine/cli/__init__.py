@@ -1,0 +1,1 @@
+"""The Typer + Rich command-line interface: parses options, calls core, renders results."""

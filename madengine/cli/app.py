@@ -1,0 +1,132 @@
+"""The madengine-cli application: wires commands together and maps errors to exit codes.
+
+`main()` alone catches errors. It runs the app with `standalone_mode=False` so that Click's usage
+errors (which Click would exit with 2, our "build failure") become exit 4, and so every MadError
+is shown as a one-screen panel instead of a traceback (unless --verbose).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from madengine import __version__
+from madengine.cli.commands.build import build
+from madengine.cli.commands.discover import discover
+from madengine.cli.commands.export_config import export_config
+from madengine.cli.commands.generate import generate_app
+from madengine.cli.commands.run import run
+from madengine.cli.console import set_verbose
+from madengine.cli.options import VerboseOpt
+from madengine.errors import ExitCode
+
+HELP = "Discover, build and run AI models from a MAD package, on this host or across a cluster."
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"madengine {__version__}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit.")
+]
+
+
+def _global_options(version: VersionOpt = False, verbose: VerboseOpt = False) -> None:
+    set_verbose(verbose)
+
+
+def _make_app(name: str, *, full: bool) -> typer.Typer:
+    app = typer.Typer(name=name, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
+                      rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(_global_options)
+    if full:
+        app.command("build")(build)
+        app.command("run")(run)
+        app.add_typer(generate_app, name="generate")
+        app.command("export-config")(export_config)
+    app.command("discover")(discover)
+    return app
+
+
+app = _make_app("madengine-cli", full=True)
+# `madengine` is the upstream-compatible entry point; it keeps `madengine discover`.
+legacy_app = _make_app("madengine", full=False)
+
+
+def _accept_click_completion_style(prog_name: str) -> None:
+    """Accept Click 8's `bash_source` spelling; Typer only understands `source_bash`."""
+    var = "_{}_COMPLETE".format(prog_name.replace("-", "_").upper())
+    shell, _, instruction = os.environ.get(var, "").partition("_")
+    if shell in ("bash", "zsh", "fish", "powershell", "pwsh") and instruction in ("source", "complete"):
+        os.environ[var] = f"{instruction}_{shell}"
+
+
+def invoke(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
+    """Run a Typer app and turn every outcome into a documented exit code."""
+    _accept_click_completion_style(prog_name)
+    from madengine.errors import MadError
+
+    try:
+        result = typer_app(args=argv, prog_name=prog_name, standalone_mode=False)
+    except MadError as err:
+        _report(err)
+        return int(err.exit_code)
+    except typer.exceptions.TyperException as err:  # Click's usage errors, vendored by Typer
+        err.show()  # type: ignore[attr-defined]
+        # A bare `madengine-cli` shows the help: that is not an error.
+        no_args = type(err).__name__ == "NoArgsIsHelpError"
+        return int(ExitCode.OK if no_args else ExitCode.INVALID_INPUT)
+    except (typer.Abort, KeyboardInterrupt):
+        from madengine.cli.console import err_console
+
+        err_console.print("[yellow]Interrupted.[/] Finished results were kept.")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: a short message, traceback with -v
+        _report_unexpected(err)
+        return int(ExitCode.FAILURE)
+    return result if isinstance(result, int) else int(ExitCode.OK)
+
+
+def _report(err: Exception) -> None:
+    from madengine.cli.console import err_console, settings
+    from madengine.cli.render import common as render
+
+    if settings.verbose:
+        detail = getattr(err, "detail", None)
+        if detail:
+            err_console.print(detail, markup=False, highlight=False)
+        _print_traceback()
+    err_console.print(render.error_panel(err))
+
+
+def _report_unexpected(err: Exception) -> None:
+    from madengine.cli.console import err_console, settings
+
+    if settings.verbose:
+        _print_traceback()
+    err_console.print(f"[bold red]❌ Unexpected error:[/] {type(err).__name__}: {err}", highlight=False)
+    if not settings.verbose:
+        err_console.print("💡 Run again with --verbose for the full traceback.")
+
+
+def _print_traceback() -> None:
+    from rich.traceback import Traceback
+
+    from madengine.cli.console import err_console
+
+    err_console.print(Traceback(show_locals=False))
+
+
+def main() -> None:
+    sys.exit(invoke(app, None, "madengine-cli"))
+
+
+def legacy_main() -> None:
+    sys.exit(invoke(legacy_app, None, "madengine"))

@@ -1,0 +1,204 @@
+"""Run stage on this host: manifest entries → containers → perf rows → perf.csv.
+
+Input: a loaded :class:`~madengine.manifest.Manifest` and :class:`RunOptions`. Output: a
+:class:`RunReport`. Each model is executed by the collection's `_execute.execute_model`, the same code
+the `mad.engine.run_model` module runs on cluster hosts, so local and remote rows cannot drift. Rows
+are appended to perf.csv as each model finishes; events go to an optional listener (the CLI renders).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._execute import (
+    execute_model,
+    preflight,
+    prepare_context,
+)
+from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
+
+from madengine.context import resolve_run_context
+from madengine.credentials import CredentialError, Credentials
+from madengine.errors import InvalidInputError
+from madengine.hostinfo import detect_host
+from madengine.manifest import Manifest, ManifestEntry
+from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
+
+logger = logging.getLogger(__name__)
+
+#: Listener signature: (event, model name, data). Events: start, pull, running, line, done.
+Listener = Callable[[str, str, Mapping[str, Any]], None]
+
+
+@dataclass
+class RunOptions:
+    output: Path = Path("perf.csv")
+    timeout: int = -1
+    keep_alive: bool = False
+    keep_model_dir: bool = False
+    skip_model_run: bool = False
+    disable_skip_gpu_arch: bool = False
+    sys_env_details: bool = True
+    force_mirror_local: str | None = None
+    data_config: Path | None = None
+    tools_config: Path | None = None
+    registry: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    run_id: str = field(default_factory=new_run_id)
+
+    @property
+    def output_dir(self) -> Path:
+        """Run logs, sysenv snapshots and run directories go beside perf.csv."""
+        return self.output.resolve().parent
+
+
+@dataclass
+class ModelRun:
+    name: str
+    rows: list[dict[str, str]]
+    log_path: str
+    exec_line: str = ""
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    runs: list[ModelRun]
+    summary: RunSummary
+
+    @property
+    def rows(self) -> list[dict[str, str]]:
+        return [row for run in self.runs for row in run.rows]
+
+
+def _read_json(path: Path | None, what: str) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        option = "--" + what.replace(" ", "-")
+        raise InvalidInputError(f"{what} {path} is malformed JSON at line {e.lineno}, column {e.colno}: "
+                                f"{e.msg}", hint=f"fix the file, or point {option} elsewhere") from None
+    except OSError as e:
+        raise InvalidInputError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def run_context(manifest: Manifest, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's context, overridden by the run's own -c/-f context, completed from the host.
+
+    Secrets are masked in the manifest; a masked env value that the run does not supply again is
+    dropped (with a warning) rather than passed to the container as `******`.
+    """
+    context = {**manifest.context, **given}
+    env = dict(context.get("docker_env_vars") or {})
+    for key, value in list(env.items()):
+        if value == MASK:
+            logger.warning("docker_env_vars.%s was masked in the manifest; pass it again with -c", key)
+            del env[key]
+    context["docker_env_vars"] = env
+    return resolve_run_context(context)
+
+
+def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
+    info = detect_host()
+    return {"gpu_vendor": context.get("gpu_vendor") or info.gpu_vendor,
+            "gpu_count": int(context.get("gpu_count") or info.gpu_count or 0),
+            "gpu_architecture": context.get("gpu_architecture") or info.gpu_architecture,
+            "render_devices": list(info.render_devices)}
+
+
+def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
+    """One execute_model request per manifest entry; every bad input is found before anything runs."""
+    context = run_context(manifest, options.context)
+    tools_name = str(options.tools_config) if options.tools_config else "tools config"
+    tools_config = _read_json(options.tools_config, "tools config")
+    if context.get("tools") and not tools_config:
+        raise InvalidInputError(f"tools are requested but the tools config {tools_name} does not exist",
+                                hint="create it, or point --tools-config at your tools.json")
+    try:
+        context = prepare_context(context, tools_config, tools_name)
+    except ValueError as e:
+        hint = "fix the tool name in the context, or add it to the tools config"
+        raise InvalidInputError(str(e), hint=hint) from None
+    data_config = _read_json(options.data_config, "data config")
+    credentials = Credentials.load(mad_dir)
+    facts = host_facts(context)
+    requests, problems = [], []
+    for entry in manifest.entries():
+        model = entry.model.to_dict()
+        problems += preflight(model, context, str(mad_dir))
+        cred_env: dict[str, str] = {}
+        if entry.model.cred:
+            try:
+                cred_env = credentials.cred_build_args(entry.model.cred)
+            except CredentialError as e:
+                problems.append(str(e))
+        requests.append((entry, {
+            "model": model,
+            "image": pinned_reference(entry.image.to_dict()),
+            "image_info": {"docker_file": entry.image.dockerfile, "base_docker": entry.image.base_docker,
+                           "docker_sha": entry.image.docker_sha,
+                           "image_digest": entry.image.image_digest or "",
+                           "build_duration": entry.image.build_duration},
+            "context": context, "data_config": data_config, "facts": facts,
+            "options": {"timeout": options.timeout, "keep_alive": options.keep_alive,
+                        "keep_model_dir": options.keep_model_dir, "skip_model_run": options.skip_model_run,
+                        "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
+                        "sys_env_details": options.sys_env_details,
+                        "force_mirror_local": options.force_mirror_local},
+            "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
+            "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
+        }))
+    if problems:
+        raise InvalidInputError("Cannot run: " + "; ".join(problems),
+                                hint="fix the paths in the model definitions or the context; nothing was run")
+    return requests
+
+
+def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
+                 listener: Listener | None = None) -> RunReport:
+    """Run every model of `manifest` on this host, appending rows to perf.csv as each one ends."""
+    emit = listener or (lambda *_: None)
+    requests = plan_requests(manifest, options, mad_dir)
+    engine = EngineClient()
+    registry = options.registry or manifest.registry
+    credentials = Credentials.load(mad_dir)
+    perf = PerfCsv(options.output)
+    started = time.monotonic()
+    runs: list[ModelRun] = []
+    for entry, request in requests:
+        name = entry.model.name
+        emit("start", name, {"image": request["image"]})
+        row_kw = {"host": "localhost", "run_id": options.run_id, "image": request["image"],
+                  "docker_file": entry.image.dockerfile}
+        try:
+            auth = credentials.registry_login(registry).auth_config() if registry else None
+            emit("pull", name, {"image": request["image"]})
+            ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
+        except EngineError as e:
+            reason = "pull failed" if e.reason not in ("engine unreachable",) else e.reason
+            run = ModelRun(name, [failure_row(request["model"], f"{reason}: {e}", **row_kw)], "")
+        else:
+            emit("running", name, {})
+            result = execute_model(engine, request,
+                                   on_line=lambda line, n=name: emit("line", n, {"line": line}))
+            run = ModelRun(name, result["rows"], result["log_path"], result["exec_line"])
+        perf.append(run.rows)
+        runs.append(run)
+        emit("done", name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})
+    all_rows = [row for run in runs for row in run.rows]
+    return RunReport(options.run_id, runs, summarize(all_rows, options.run_id, time.monotonic() - started))

@@ -1,0 +1,1 @@
+"""Upstream-compatible import paths (``madengine.tools.*``) used by MAD packages' scripts."""
