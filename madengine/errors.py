@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     BUILD_FAILURE = 2
     RUN_FAILURE = 3
     INVALID_INPUT = 4
+    REGRESSION = 5
+    """`compare` found a performance regression beyond its threshold (a CI gate; nothing failed to run)."""
 
 
 class MadError(Exception):

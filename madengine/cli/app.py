@@ -15,9 +15,11 @@ import typer
 
 from madengine import __version__
 from madengine.cli.commands.build import build
+from madengine.cli.commands.compare import compare
 from madengine.cli.commands.discover import discover
 from madengine.cli.commands.export_config import export_config
 from madengine.cli.commands.generate import generate_app
+from madengine.cli.commands.report import report
 from madengine.cli.commands.run import run
 from madengine.cli.console import set_verbose
 from madengine.cli.options import VerboseOpt
@@ -51,6 +53,8 @@ def _make_app(name: str, *, full: bool) -> typer.Typer:
         app.command("run")(run)
         app.add_typer(generate_app, name="generate")
         app.command("export-config")(export_config)
+        app.command("compare")(compare)
+        app.command("report")(report)
     app.command("discover")(discover)
     return app
 

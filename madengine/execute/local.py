@@ -21,6 +21,7 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import EngineCl
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     execute_model,
     preflight,
+    preflight_context,
     prepare_context,
 )
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
@@ -97,8 +98,9 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
-def run_context(manifest: Manifest, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest's context, overridden by the run's own -c/-f context, completed from the host.
+def run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
+    """The manifest's context, overridden by the run's own -c/-f context, completed from this host
+    (unless `detect` is false: cluster hosts detect their own GPUs).
 
     Secrets are masked in the manifest; a masked env value that the run does not supply again is
     dropped (with a warning) rather than passed to the container as `******`.
@@ -110,7 +112,7 @@ def run_context(manifest: Manifest, given: Mapping[str, Any]) -> dict[str, Any]:
             logger.warning("docker_env_vars.%s was masked in the manifest; pass it again with -c", key)
             del env[key]
     context["docker_env_vars"] = env
-    return resolve_run_context(context)
+    return resolve_run_context(context) if detect else context
 
 
 def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,19 +123,33 @@ def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
             "render_devices": list(info.render_devices)}
 
 
-def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
-    """One execute_model request per manifest entry; every bad input is found before anything runs."""
-    context = run_context(manifest, options.context)
-    tools_name = str(options.tools_config) if options.tools_config else "tools config"
-    tools_config = _read_json(options.tools_config, "tools config")
-    if context.get("tools") and not tools_config:
+def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
+    """The context with its tools resolved against the tools config (read from `tools_config`).
+
+    Raises InvalidInputError (exit 4) for an unknown tool, a missing tools config, or a missing pre/post
+    script path; the full workflow calls it before building, execution before any container.
+    """
+    tools_name = str(tools_config) if tools_config else "tools config"
+    tools = _read_json(tools_config, "tools config")
+    if context.get("tools") and not tools:
         raise InvalidInputError(f"tools are requested but the tools config {tools_name} does not exist",
                                 hint="create it, or point --tools-config at your tools.json")
     try:
-        context = prepare_context(context, tools_config, tools_name)
+        context = prepare_context(context, tools, tools_name)
     except ValueError as e:
         hint = "fix the tool name in the context, or add it to the tools config"
         raise InvalidInputError(str(e), hint=hint) from None
+    problems = preflight_context(context, str(mad_dir))
+    if problems:
+        raise InvalidInputError("Cannot run: " + "; ".join(problems),
+                                hint="fix the pre/post script paths in the context or the tools config; "
+                                     "nothing was run")
+    return context
+
+
+def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
+    """One execute_model request per manifest entry; every bad input is found before anything runs."""
+    context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
     facts = host_facts(context)

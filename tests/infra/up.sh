@@ -30,7 +30,7 @@ flock -w 900 9 || die "another tests/infra/up.sh still holds $STATE_DIR/up.lock"
 # 1. apt packages
 ###############################################################################
 step_apt() {
-    local t0 wanted=(docker.io docker-registry openssh-server mmdebstrap debootstrap apache2-utils git)
+    local t0 wanted=(docker.io docker-registry openssh-server mmdebstrap debootstrap apache2-utils git chromium)
     local missing=() p
     command -v python3 >/dev/null || wanted+=(python3)
     for p in "${wanted[@]}"; do

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from madengine.cli.console import set_verbose
+from madengine.cli.console import console, err_console, set_verbose
 from madengine.cli.options import (
     DEFAULT_EXEC_CONFIG,
     DEFAULT_MANIFEST,
@@ -53,6 +53,38 @@ def k8s(
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Generate Kubernetes manifests (Namespace, ConfigMap, one Job per model, kustomization)."""
+    """Generate Kubernetes manifests (Namespace, ConfigMaps, one Job per model, kustomization, README).
+
+    Both the build manifest and the execution config are required: the manifest names the images,
+    the execution config the run context and options. Exit 0 when written, 4 for bad input (a
+    missing or malformed file, a bad namespace, no model that can run).
+    """
     set_verbose(verbose)
-    raise NotImplementedYetError("`madengine-cli generate k8s` is not implemented yet")
+    from madengine import k8s as core
+    from madengine.cli.render import export as render
+    from madengine.export import load_execution_config
+    from madengine.manifest import load_manifest
+
+    manifest = load_manifest(manifest_file)
+    config = load_execution_config(execution_config)
+    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    bundle = core.render_k8s(manifest, config, namespace=namespace, mad_dir=root)
+    core.write_bundle(bundle, output_dir)
+    console.print(render.k8s_table(bundle))
+    for note in render.k8s_notes(bundle, output_dir):
+        err_console.print(note, highlight=False, soft_wrap=True)
+
+
+def _mad_dir(given: Path | None, *recorded: str) -> Path:
+    """The MAD package the model scripts come from: --mad-dir (or $MAD_DIR/$MODEL_DIR), else the one
+    the manifest (or execution config) was made from if it still exists, else the current directory."""
+    import os
+
+    from madengine.discover import resolve_mad_dir
+
+    if given is not None or os.environ.get("MAD_DIR") or os.environ.get("MODEL_DIR"):
+        return resolve_mad_dir(given)
+    for path in recorded:
+        if path and ((Path(path) / "models.json").is_file() or (Path(path) / "scripts").is_dir()):
+            return resolve_mad_dir(path)
+    return resolve_mad_dir(None)

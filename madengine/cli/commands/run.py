@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from madengine.cli.console import console, err_console, set_verbose
 from madengine.cli.options import (
@@ -40,6 +41,15 @@ from madengine.cli.options import (
 )
 from madengine.errors import ExitCode, InvalidInputError
 
+
+def _config_path(option: Path, root: Path) -> Path:
+    """A relative --data-config/--tools-config as the build resolves it: the current directory, then the
+    MAD root."""
+    if option.is_absolute() or (Path.cwd() / option).is_file():
+        return option.absolute()
+    return root / option
+
+
 RUN_EXAMPLE = ("madengine-cli run --tags dummy\n"
                "madengine-cli run --manifest-file build_manifest.json")
 
@@ -52,8 +62,9 @@ def run(
                      help="Build manifest to run (execution only). [default: build_manifest.json]"),
     ] = None,
     registry: RegistryOpt = None,
-    timeout: Annotated[int, typer.Option("--timeout", help="Per-model timeout in seconds (-1 default, 0 none).")]
-    = -1,
+    timeout: Annotated[
+        int, typer.Option("--timeout", metavar="SECONDS", help="Per-model timeout in seconds (-1 default, 0 none).")
+    ] = -1,
     keep_alive: Annotated[bool, typer.Option("--keep-alive", help="Leave containers running after the run.")]
     = False,
     keep_model_dir: Annotated[bool, typer.Option("--keep-model-dir", help="Keep run_directory after the run.")]
@@ -75,6 +86,25 @@ def run(
     force_mirror_local: MirrorOpt = None,
     disable_skip_gpu_arch: DisableSkipArchOpt = False,
     jobs: JobsOpt = 1,
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", "-i", metavar="FILE", dir_okay=False,
+                     help="Ansible inventory: run on its hosts through the mad.engine collection."),
+    ] = None,
+    distribute: Annotated[
+        str, typer.Option("--distribute", metavar="[replicate|shard]",
+                          help="replicate: every host runs every model; shard: spread them.")
+    ] = "replicate",
+    limit: Annotated[str | None, typer.Option("--limit", metavar="PATTERN", help="Only these inventory hosts.")]
+    = None,
+    forks: Annotated[int, typer.Option("--forks", min=1, metavar="N", help="Hosts Ansible works on in parallel.")] = 5,
+    insecure_skip_host_key_check: Annotated[
+        bool, typer.Option("--insecure-skip-host-key-check", help="Labs only: do not verify SSH host keys.")
+    ] = False,
+    image_transfer: Annotated[
+        str, typer.Option("--image-transfer", metavar="[registry|copy]",
+                          help="How nodes get images: registry (pull by digest) or copy.")
+    ] = "registry",
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -89,6 +119,11 @@ def run(
     from madengine.manifest import load_manifest
     from madengine.results import workflow_summary
 
+    if image_transfer not in ("registry", "copy"):
+        raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
+    if image_transfer == "copy":
+        raise InvalidInputError("--image-transfer copy is not implemented yet",
+                                hint="use --registry so the nodes pull the images by digest")
     if timeout < -1:
         raise InvalidInputError(f"--timeout {timeout} is not allowed",
                                 hint="use a number of seconds, 0 for no limit, or -1 for the default (7200 s)")
@@ -101,6 +136,16 @@ def run(
     build_phase = None
     build_failed = False
     if manifest_file is None:
+        if inventory is not None and not registry:
+            raise InvalidInputError("A cluster run that builds first needs --registry, so the nodes can pull",
+                                    example="madengine-cli run --inventory cluster.yml --tags dummy "
+                                            "--registry 127.0.0.1:5000")
+        if inventory is None:
+            # A typo in a tool name or a pre/post script path fails now, not after the build.
+            from madengine.execute.local import check_context
+
+            build_root = resolve_mad_dir(mad_dir)
+            check_context(context, _config_path(tools_config, build_root), build_root)
         render.phase_rule(err_console, "🔨 Build phase")
         build_result, manifest_file = execute_build(
             tags=tags, registry=registry, context=context, clean_docker_cache=clean_docker_cache,
@@ -117,7 +162,7 @@ def run(
 
     def pick(option: Path, default: Path, key: str) -> Path | None:
         if option != default or not stored.get(key):
-            return option if option.is_absolute() else root / option
+            return _config_path(option, root)
         return Path(stored[key]) if Path(stored[key]).is_absolute() else root / stored[key]
 
     options = RunOptions(
@@ -133,13 +178,35 @@ def run(
                 "registry": registry or manifest.registry or "-",
                 "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
                 "output": output, "run_id": options.run_id}
+    if inventory is not None:
+        from madengine.execute.ansible import ClusterOptions, plan_cluster, run_cluster
+
+        cluster = ClusterOptions(inventory=inventory, distribute=distribute, limit=limit, forks=forks,
+                                 insecure_skip_host_key_check=insecure_skip_host_key_check,
+                                 image_transfer=image_transfer)
+        plan = plan_cluster(manifest, options, cluster)
+        settings.update(inventory=inventory, hosts=", ".join(plan), distribute=distribute)
+        cells = sum(len(keys) for keys in plan.values())
+    else:
+        cells = len(manifest.entries())
     err_console.print(render.config_panel("Run configuration", settings, mask_secrets({**manifest.context,
                                                                                         **context})))
-    with render.RunDisplay(console, err_console, len(manifest.entries()), live_output=live_output) as display:
-        report = run_manifest(manifest, options, root, listener=display)
+    try:
+        with render.RunDisplay(console, err_console, cells, live_output=live_output) as display:
+            if inventory is not None:
+                report, evidence = run_cluster(manifest, options, cluster, root, listener=display)
+                err_console.print(f"🗂  Ansible artifacts and fetched results: {evidence}", highlight=False)
+            else:
+                report = run_manifest(manifest, options, root, listener=display)
+    except KeyboardInterrupt:
+        # Typer would turn it into a silent exit 130; say what was kept.
+        removed = "" if inventory is not None else " The running container was removed;"
+        err_console.print(f"[yellow]Interrupted.[/]{removed} rows of the models that finished are in "
+                          f"{escape(str(output))}.", highlight=False)
+        raise typer.Exit(130) from None
     console.print(render.results_table(report))
     for note in render.keep_alive_notes(report):
-        err_console.print(note, highlight=False)
+        err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
         run_phase = report.summary.to_dict()
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)

@@ -29,6 +29,10 @@ WAIT_SLICE = 1.0
 KILL_GRACE = 5.0
 # After the container stopped: how long the log stream may take to deliver its tail.
 LOG_DRAIN_TIMEOUT = 10.0
+# Keep-alive: after the script ended, the quiet time that means its last output was delivered, and the
+# longest wait for it.
+SETTLE_QUIET = 0.2
+SETTLE_MAX = 2.0
 
 
 @dataclass
@@ -236,12 +240,17 @@ def run_container(
                 stopped = True
             except WaitTimeout:
                 pass  # the forced remove below still gets rid of it
+        # The script ended by itself while the container stays up (keep-alive: `exit_probe`).
+        script_ended = not stopped and outcome.exit_code is not None
         if stopped:
             pump.join(LOG_DRAIN_TIMEOUT)  # the log file must be complete when we return
+        elif script_ended:
+            _settle(pump)  # its follow stream never ends: let the output in flight arrive
         pump.stop()
         pump.join(2.0)
         pump.check()
-        pump.finish(catch_up=stopped)
+        # A fast script can end before the follow stream even started: read what it missed.
+        pump.finish(catch_up=stopped or script_ended)
         outcome.error = pump.error
     except EngineError as e:
         outcome.error = f"{e.reason}: {e}" if str(e) != e.reason else e.reason
@@ -270,6 +279,15 @@ def _create(engine: EngineClient, body: Mapping[str, Any], name: str) -> str:
             with contextlib.suppress(EngineError):
                 engine.container_remove(name, force=True)
         raise
+
+
+def _settle(pump: _LogPump) -> None:
+    """Wait until the log pump delivered nothing new for SETTLE_QUIET seconds (at most SETTLE_MAX)."""
+    end = time.monotonic() + SETTLE_MAX
+    frames = -1
+    while pump.frames != frames and pump.is_alive() and time.monotonic() < end:
+        frames = pump.frames
+        time.sleep(SETTLE_QUIET)
 
 
 def _wait_for_exit(engine: EngineClient, container_id: str, deadline: Deadline, pump: _LogPump,

@@ -9,7 +9,7 @@ the log path and its tail. Standard library only.
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import json
 import os
 import re
@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 from ansible_collections.mad.engine.plugins.module_utils._container import run_container
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
@@ -73,6 +73,13 @@ def preflight(model: dict, context: dict, mad_dir: str) -> list[str]:
                             f"under {mad_dir}")
     except ValueError as e:
         problems.append(str(e))
+    return problems + preflight_context(context, mad_dir)
+
+
+def preflight_context(context: dict, mad_dir: str) -> list[str]:
+    """Missing pre/post script paths of the context and its (resolved) tools; no model needed, so a
+    full workflow can check them before it builds anything."""
+    problems = []
     entries = list(context.get("pre_scripts") or []) + list(context.get("post_scripts") or [])
     for tool in context.get("tools") or []:
         entries += list(tool.get("pre_scripts") or []) + list(tool.get("post_scripts") or [])
@@ -174,17 +181,22 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
 
-    # Docker creates the bind mountpoint `run_directory` inside the MAD root; remove it afterwards if
-    # it was ours (rmdir only succeeds while it is empty, so a user's folder is never touched).
-    mountpoint = os.path.join(mad_dir, "run_directory")
-    made_mountpoint = not os.path.exists(mountpoint)
-    with open(log, "wb") as handle:
-        handle.write(f"$ {display_command(body)}\n".encode())
-        handle.flush()
-        header_end = handle.tell()
-        outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
-                                exit_probe=_probe_rc(run_dir) if keep_alive else None)
-    result.update(container=name, kept=outcome.kept)
+    # Docker creates the bind mountpoint `run_directory` inside the MAD root and it is left there:
+    # removing it would detach the run directory of a concurrent run's container using the same root.
+    try:
+        log, handle = _open_log(log, run_id)
+        with handle:
+            handle.write(f"$ {display_command(body)}\n".encode())
+            handle.flush()
+            header_end = handle.tell()
+            outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
+                                    exit_probe=_probe_rc(run_dir) if keep_alive else None)
+    except BaseException:
+        # Ctrl-C (run_container has removed the container already) or the log cannot be opened.
+        if not (keep_alive or options.get("keep_model_dir")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    result.update(container=name, kept=outcome.kept, log_path=log)
     row_kw["test_duration"] = round(outcome.duration, 3)
     if outcome.kept:
         result["exec_line"] = f"docker exec -it {name} bash"
@@ -204,11 +216,28 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         _write_sysenv(engine, os.path.join(output_dir, f"{safe_name(model['name'])}.sysenv.json"))
     if not (options.get("keep_model_dir") or outcome.kept):
         shutil.rmtree(run_dir, ignore_errors=True)
-    if made_mountpoint and not outcome.kept:
-        with contextlib.suppress(OSError):
-            os.rmdir(mountpoint)
     result["log_tail"] = _tail(log)
     return result
+
+
+def _open_log(path: str, run_id: str) -> tuple[str, BinaryIO]:
+    """The run log, opened empty for writing and locked: `(path, handle)`.
+
+    When another run is writing the same log at this moment (the same model into the same output
+    directory), that log is left alone and this run writes `<name>.<run_id>.run.live.log` instead.
+    """
+    handle = open(path, "ab")  # noqa: SIM115 - returned; "ab" truncates nothing before the lock is ours
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        stem = path[: -len(".run.live.log")] if path.endswith(".run.live.log") else path
+        path = f"{stem}.{safe_name(run_id) if run_id else os.getpid()}.run.live.log"
+        handle = open(path, "ab")  # noqa: SIM115
+    except OSError:
+        pass  # a file system without locks: write the log as before
+    handle.truncate(0)
+    return path, handle
 
 
 def _write_sysenv(engine: EngineClient, path: str) -> None:
@@ -216,6 +245,9 @@ def _write_sysenv(engine: EngineClient, path: str) -> None:
         version = engine.version()
     except EngineError:
         version = {}
-    with open(path, "w", encoding="utf-8") as handle:
+    # Write and rename: a concurrent run of the same model never leaves half a file.
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(snapshot(version), handle, indent=2)
         handle.write("\n")
+    os.replace(tmp, path)

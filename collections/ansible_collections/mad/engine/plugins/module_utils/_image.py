@@ -44,3 +44,23 @@ def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping
         raise EngineError("digest mismatch", f"pulled {ref} but its digests {inspect.get('RepoDigests')} "
                                              f"do not include {digest}")
     return {"changed": True, "image": ref, "id": inspect.get("Id", ""), "digest": digest}
+
+
+def load_image(engine: EngineClient, ref: str, tar_path: str, check_mode: bool = False) -> dict[str, Any]:
+    """Load `ref` from a `docker save` tarball on this host unless the engine already has it.
+
+    For hosts without a registry; a loaded image has no repo digest, so none is checked.
+    Returns {changed, image, id, digest, loaded}; raises EngineError ("image load failed", also when the
+    tarball does not hold `ref`).
+    """
+    inspect = engine.image_inspect(ref)
+    if inspect is not None:
+        return {"changed": False, "image": ref, "id": inspect.get("Id", ""), "digest": "", "loaded": []}
+    if check_mode:
+        return {"changed": True, "image": ref, "id": "", "digest": "", "loaded": []}
+    loaded = engine.image_load(tar_path)
+    inspect = engine.image_inspect(ref)
+    if inspect is None:
+        raise EngineError("image load failed", f"{tar_path} was loaded ({', '.join(loaded) or 'nothing'}) "
+                                               f"but the engine has no image {ref}")
+    return {"changed": True, "image": ref, "id": inspect.get("Id", ""), "digest": "", "loaded": loaded}

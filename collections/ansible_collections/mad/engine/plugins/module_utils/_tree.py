@@ -1,0 +1,92 @@
+# Copyright: (c) 2026, madengine developers
+# Apache License 2.0 (see LICENSE)
+"""Pack and unpack file trees as gzip tarballs: the two halves of the ``mad.engine.sync`` action.
+
+The action runs these functions on the controller, and ships this file's source to the host to run
+there with ``python3 -c`` (``main``), so the host needs only Python: no tar, no rsync. Standard library
+only, no imports from the collection, and syntax every target Python accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+
+SKIP_NAMES = ("__pycache__", ".git")
+
+
+def _skip(info):
+    parts = info.name.split("/")
+    return None if any(name in parts for name in SKIP_NAMES) else info
+
+
+def pack(out, root, paths=(), prefix=""):
+    """Write ROOT's PATHs (all of ROOT when none are given) to the tarball OUT, as PREFIX/PATH.
+
+    Paths that do not exist are skipped and returned; a missing ROOT gives an empty tarball.
+    Returns {"packed": [...], "missing": [...]}.
+    """
+    parent = os.path.dirname(out)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent)
+    paths = list(paths)
+    if not paths and os.path.isdir(root):
+        paths = sorted(os.listdir(root))
+    packed, missing = [], []
+    part = out + ".part"
+    with tarfile.open(part, "w:gz", compresslevel=1) as tar:
+        for path in paths:
+            full = os.path.join(root, path)
+            if not os.path.lexists(full):
+                missing.append(path)
+                continue
+            name = os.path.normpath(os.path.join(prefix, path) if prefix else path)
+            tar.add(full, arcname=name, filter=_skip)
+            packed.append(path)
+    os.replace(part, out)
+    return {"packed": packed, "missing": missing}
+
+
+def unpack(src, dest, remove=True):
+    """Extract the tarball SRC into DEST (created if needed), then remove SRC unless told not to.
+
+    Members may not leave DEST (absolute paths or ``..`` are refused). Returns {"files": N}.
+    """
+    if not os.path.isdir(dest):
+        os.makedirs(dest)
+    base = os.path.realpath(dest)
+    with tarfile.open(src) as tar:
+        members = tar.getmembers()
+        for member in members:
+            target = os.path.realpath(os.path.join(base, member.name))
+            if target != base and not target.startswith(base + os.sep):
+                raise ValueError(f"refusing to extract {member.name} outside {dest}")
+        if hasattr(tarfile, "tar_filter"):
+            tar.extractall(base, members=members, filter="tar")
+        else:  # Python without extraction filters (before 3.8.17/3.9.17/3.10.12/3.11.4)
+            tar.extractall(base, members=members)
+    if remove:
+        os.remove(src)
+    return {"files": sum(1 for m in members if m.isfile())}
+
+
+def main(argv):
+    """``pack OUT ROOT PREFIX [PATH...]`` or ``unpack SRC DEST``; prints the result as JSON."""
+    try:
+        if argv[1] == "pack":
+            result = pack(argv[2], argv[3], argv[5:], argv[4])
+        elif argv[1] == "unpack":
+            result = unpack(argv[2], argv[3])
+        else:
+            raise ValueError(f"unknown command {argv[1]!r}")
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        sys.stdout.write(json.dumps({"failed": True, "msg": f"{type(exc).__name__}: {exc}"}) + "\n")
+        return 1
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,73 @@
+# Copyright: (c) 2026, madengine developers
+# Apache License 2.0 (see LICENSE)
+"""_tree: the tarball halves of mad.engine.sync, in-process and as the `python -c` source sent to hosts."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from ansible_collections.mad.engine.plugins.module_utils import _tree
+
+
+def _tree_at(root: Path) -> None:
+    (root / "scripts" / "dummy" / "__pycache__").mkdir(parents=True)
+    (root / "scripts" / "dummy" / "run.sh").write_text("echo hi\n")
+    (root / "scripts" / "dummy" / "__pycache__" / "x.pyc").write_bytes(b"x")
+    (root / "scripts" / "common").mkdir()
+    (root / "scripts" / "common" / "tools.json").write_text("{}")
+    (root / "data.json").write_text("{}")
+    os.chmod(root / "scripts" / "dummy" / "run.sh", 0o755)
+
+
+def test_pack_and_unpack_selected_paths(tmp_path: Path) -> None:
+    _tree_at(tmp_path / "src")
+    out = tmp_path / "t" / "x.tar.gz"
+    result = _tree.pack(str(out), str(tmp_path / "src"), ["scripts/dummy", "data.json", "nothere"], "mad")
+    assert result == {"packed": ["scripts/dummy", "data.json"], "missing": ["nothere"]}
+    assert _tree.unpack(str(out), str(tmp_path / "dest")) == {"files": 2}
+    assert not out.exists()
+    dest = tmp_path / "dest" / "mad"
+    assert (dest / "scripts" / "dummy" / "run.sh").read_text() == "echo hi\n"
+    assert os.access(dest / "scripts" / "dummy" / "run.sh", os.X_OK)
+    assert not (dest / "scripts" / "dummy" / "__pycache__").exists()
+    assert not (dest / "scripts" / "common").exists()
+
+
+def test_pack_all_and_missing_root(tmp_path: Path) -> None:
+    _tree_at(tmp_path / "src")
+    _tree.pack(str(tmp_path / "a.tgz"), str(tmp_path / "src"))
+    assert _tree.unpack(str(tmp_path / "a.tgz"), str(tmp_path / "a"))["files"] == 3
+    assert _tree.pack(str(tmp_path / "b.tgz"), str(tmp_path / "none")) == {"packed": [], "missing": []}
+    assert _tree.unpack(str(tmp_path / "b.tgz"), str(tmp_path / "b")) == {"files": 0}
+
+
+def test_unpack_refuses_members_outside_dest(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tgz"
+    (tmp_path / "f").write_text("x")
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(tmp_path / "f", arcname="../escaped")
+    with pytest.raises(ValueError, match="outside"):
+        _tree.unpack(str(evil), str(tmp_path / "dest"))
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_source_runs_standalone_as_the_host_runs_it(tmp_path: Path) -> None:
+    _tree_at(tmp_path / "src")
+    code = inspect.getsource(_tree)
+    out = tmp_path / "r.tgz"
+    done = subprocess.run([sys.executable, "-c", code, "pack", str(out), str(tmp_path / "src"), "", "scripts"],
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(done.stdout) == {"packed": ["scripts"], "missing": []}
+    done = subprocess.run([sys.executable, "-I", "-c", code, "unpack", str(out), str(tmp_path / "d")],
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(done.stdout) == {"files": 2}
+    bad = subprocess.run([sys.executable, "-c", code, "unpack", str(tmp_path / "none.tgz"), str(tmp_path / "d")],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["failed"] is True

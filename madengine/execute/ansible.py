@@ -1,0 +1,266 @@
+"""Run stage across a cluster: manifest + inventory → ansible-runner → the mad.engine role → perf rows.
+
+Input: a loaded :class:`~madengine.manifest.Manifest`, :class:`~madengine.execute.local.RunOptions` and
+a :class:`ClusterOptions`. Output: a :class:`~madengine.execute.local.RunReport` whose rows carry each
+inventory hostname. Rows come from the runner's events as each host finishes a model and are appended
+to perf.csv at once; hosts that never answered, or died mid-run, get FAILURE rows for every model they
+did not finish. The private data dir `runs/<run_id>/` is kept as evidence and holds no secret:
+secrets travel in a 0600 vars file outside it that is deleted when the play ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+
+from madengine.credentials import CredentialError, Credentials
+from madengine.errors import InvalidInputError
+from madengine.execute import schedule
+from madengine.execute.local import Listener, ModelRun, RunOptions, RunReport, run_context
+from madengine.manifest import Manifest
+from madengine.results import PerfCsv, summarize
+
+logger = logging.getLogger(__name__)
+
+PLAYBOOK = "mad.engine.run_models"
+RUN_MODEL_ACTIONS = ("mad.engine.run_model", "run_model")
+DISTRIBUTIONS = ("replicate", "shard")
+
+
+@dataclass
+class ClusterOptions:
+    inventory: Path
+    distribute: str = "replicate"
+    limit: str | None = None
+    forks: int = 5
+    insecure_skip_host_key_check: bool = False
+    runs_dir: Path = Path("runs")
+    image_transfer: str = "registry"
+
+
+def inventory_hosts(inventory: Path, limit: str | None) -> list[str]:
+    """The inventory's hosts (after --limit), in inventory order. Raises InvalidInputError."""
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    if not inventory.is_file():
+        raise InvalidInputError(f"Inventory not found: {inventory}",
+                                hint="pass an Ansible inventory file, e.g. inventories/example-cluster.yml")
+    try:
+        manager = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+        if limit:
+            manager.subset(limit)
+        hosts = [host.name for host in manager.get_hosts()]
+    except AnsibleError as e:
+        raise InvalidInputError(f"Inventory {inventory} cannot be read: {e.message}") from None
+    if not hosts:
+        raise InvalidInputError(f"Inventory {inventory} has no hosts" + (f" matching {limit!r}" if limit else ""),
+                                hint="check the file and the --limit pattern")
+    return hosts
+
+
+def _runner_env(pdd: Path, cluster: ClusterOptions) -> dict[str, str]:
+    """The environment ansible-runner records in its artifacts: no secrets here, ever."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(pdd / "cp"),
+        "ANSIBLE_HOST_KEY_CHECKING": "False" if cluster.insecure_skip_host_key_check else "True",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_FORKS": str(cluster.forks),
+        "ANSIBLE_TIMEOUT": "15",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+    }
+
+
+def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict[str, Any]:
+    credentials = Credentials.load(mad_dir)
+    registry = options.registry or manifest.registry
+    secrets: dict[str, Any] = {"run_models_cred_env": {}}
+    if registry:
+        login = credentials.registry_login(registry)
+        if login.has_login:
+            secrets["run_models_registry_username"] = login.username
+            secrets["run_models_registry_password"] = login.password
+    for entry in manifest.entries():
+        cred = entry.model.cred
+        if cred and cred not in secrets["run_models_cred_env"]:
+            try:
+                secrets["run_models_cred_env"][cred] = credentials.cred_build_args(cred)
+            except CredentialError as e:
+                raise InvalidInputError(str(e)) from None
+    return secrets
+
+
+class _Collector:
+    """Turns runner events into rows as they arrive; thread-safe (runner callbacks)."""
+
+    def __init__(self, plan: Mapping[str, list[str]], names: Mapping[str, str], perf: PerfCsv,
+                 listener: Listener, run_id: str) -> None:
+        self.plan = plan
+        self.names = names
+        self.perf = perf
+        self.emit = listener
+        self.run_id = run_id
+        self.done: dict[tuple[str, str], ModelRun] = {}
+        self.lock = threading.Lock()
+
+    def _next(self, host: str) -> str | None:
+        return next((k for k in self.plan.get(host, []) if (host, k) not in self.done), None)
+
+    def on_event(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host") or ""
+        action = data.get("task_action") or ""
+        res = data.get("res") or {}
+        with self.lock:
+            if kind == "runner_on_start" and action in ("mad.engine.image", "image"):
+                for key in self.plan.get(host, []):
+                    self.emit("pull", self._cell(host, key), {})
+            elif kind == "runner_on_start" and action in RUN_MODEL_ACTIONS:
+                key = self._next(host)
+                if key:
+                    self.emit("running", self._cell(host, key), {})
+            elif kind in ("runner_item_on_ok", "runner_on_ok") and action in RUN_MODEL_ACTIONS and "rows" in res:
+                self._record(host, res)
+            elif kind == "runner_on_unreachable":
+                self._fail_rest(host, "host unreachable")
+            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                self._fail_rest(host, "host failed: " + _short(str(res.get("msg") or data.get("task") or "")))
+        return True
+
+    def _cell(self, host: str, key: str) -> str:
+        return f"{host} · {self.names.get(key, key)}"
+
+    def _record(self, host: str, res: Mapping[str, Any]) -> None:
+        name = str(res.get("model") or "")
+        key = next((k for k in self.plan.get(host, []) if self.names.get(k) == name
+                    and (host, k) not in self.done), None) or self._next(host)
+        if key is None or (host, key) in self.done:
+            return
+        rows = [dict(row) for row in res.get("rows") or []]
+        run = ModelRun(f"{host}:{self.names.get(key, key)}", rows, str(res.get("log_path") or ""),
+                       str(res.get("exec_line") or ""))
+        self.done[(host, key)] = run
+        self.perf.append(rows)
+        self.emit("done", self._cell(host, key), {"rows": rows, "log_path": run.log_path})
+        following = self._next(host)
+        if following:
+            self.emit("running", self._cell(host, following), {})
+
+    def _fail_rest(self, host: str, reason: str) -> None:
+        for key in self.plan.get(host, []):
+            if (host, key) in self.done:
+                continue
+            model = {"name": self.names.get(key, key)}
+            rows = [failure_row(model, reason, host=host, run_id=self.run_id, deployment_type="ansible")]
+            self.done[(host, key)] = ModelRun(f"{host}:{model['name']}", rows, "")
+            self.perf.append(rows)
+            self.emit("done", self._cell(host, key), {"rows": rows})
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plan_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions) -> dict[str, list[str]]:
+    if cluster.distribute not in DISTRIBUTIONS:
+        raise InvalidInputError(f"--distribute {cluster.distribute!r} is not one of {', '.join(DISTRIBUTIONS)}")
+    hosts = inventory_hosts(cluster.inventory, cluster.limit)
+    keys = [entry.key for entry in manifest.entries()]
+    if cluster.distribute == "replicate":
+        return schedule.replicate(keys, hosts)
+    models = {entry.key: (entry.model.name, entry.model.timeout) for entry in manifest.entries()}
+    return schedule.shard(keys, hosts, schedule.estimates_for(str(options.output), models))
+
+
+def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions, mad_dir: Path,
+                listener: Listener | None = None) -> tuple[RunReport, Path]:
+    """Run the manifest on the inventory's hosts; returns the report and the kept private data dir."""
+    import ansible_runner
+
+    emit = listener or (lambda *_: None)
+    plan = plan_cluster(manifest, options, cluster)
+    names = {entry.key: entry.model.name for entry in manifest.entries()}
+    if cluster.image_transfer == "registry" and not (options.registry or manifest.registry):
+        unpushed = [e.model.name for e in manifest.entries() if not e.image.registry_image]
+        if unpushed:
+            raise InvalidInputError(
+                "Cluster hosts cannot get the images: the manifest has no registry",
+                hint="build with --registry HOST:PORT so every node can pull by digest",
+                example="madengine-cli run --inventory cluster.yml --tags dummy --registry 127.0.0.1:5000")
+    context = run_context(manifest, options.context, detect=False)
+    pdd = (cluster.runs_dir / options.run_id).absolute()
+    (pdd / "env").mkdir(parents=True, exist_ok=True)
+    (pdd / "project").mkdir(exist_ok=True)
+    (pdd / "cp").mkdir(exist_ok=True)
+    results_dir = pdd / "results"
+    extravars = {
+        "run_models_manifest": manifest.to_dict(),
+        "run_models_assignments": plan,
+        "run_models_context": context,
+        "run_models_options": {
+            "timeout": options.timeout, "keep_alive": options.keep_alive,
+            "keep_model_dir": options.keep_model_dir, "skip_model_run": options.skip_model_run,
+            "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
+            "sys_env_details": options.sys_env_details, "force_mirror_local": options.force_mirror_local,
+        },
+        "run_models_mad_dir": str(mad_dir),
+        "run_models_run_id": options.run_id,
+        "run_models_results_dir": str(results_dir),
+        "run_models_image_transfer": cluster.image_transfer,
+        "run_models_hosts": ",".join(plan),
+    }
+    if options.tools_config:
+        extravars["run_models_tools_config"] = str(options.tools_config)
+    if options.data_config:
+        extravars["run_models_data_config"] = str(options.data_config)
+    secret_dir = Path(tempfile.mkdtemp(prefix="madengine-secrets-"))
+    secret_file = secret_dir / "secrets.json"
+    perf = PerfCsv(options.output)
+    collector = _Collector(plan, names, perf, emit, options.run_id)
+    for host, keys in plan.items():
+        for key in keys:
+            emit("start", f"{host} · {names[key]}", {"image": ""})
+    started = time.monotonic()
+    try:
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_secret_vars(manifest, options, mad_dir), handle)
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd), ident="play", playbook=PLAYBOOK,
+            inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
+            envvars=_runner_env(pdd, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
+            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
+    stats = runner.stats or {}
+    for host in plan:
+        if host in (stats.get("dark") or {}):
+            collector._fail_rest(host, "host unreachable")
+        else:
+            collector._fail_rest(host, f"host failed: play ended with status {runner.status}"
+                                 if runner.status != "successful" else "host failed: no result returned")
+    runs = [collector.done[(host, key)] for host, keys in plan.items() for key in keys]
+    rows = [row for run in runs for row in run.rows]
+    report = RunReport(options.run_id, runs, summarize(rows, options.run_id, time.monotonic() - started))
+    return report, pdd
