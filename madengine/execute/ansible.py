@@ -26,6 +26,7 @@ from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
+from madengine.atomic import write_json_atomic
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
@@ -171,7 +172,7 @@ class _Collector:
             if (host, key) in self.done:
                 continue
             model = {"name": self.names.get(key, key)}
-            rows = [failure_row(model, reason, host=host, run_id=self.run_id, deployment_type="ansible")]
+            rows = [failure_row(model, reason, host=host, run_id=self.run_id)]
             self.done[(host, key)] = ModelRun(f"{host}:{model['name']}", rows, "")
             self.perf.append(rows)
             self.emit("done", self._cell(host, key), {"rows": rows})
@@ -214,8 +215,11 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
     (pdd / "project").mkdir(exist_ok=True)
     (pdd / "cp").mkdir(exist_ok=True)
     results_dir = pdd / "results"
+    # A file, not an extra var: ansible-core templates extra vars, and model args may hold `{{`.
+    manifest_file = pdd / "build_manifest.json"
+    write_json_atomic(manifest_file, manifest.to_dict())
     extravars = {
-        "run_models_manifest": manifest.to_dict(),
+        "run_models_manifest_file": str(manifest_file),
         "run_models_assignments": plan,
         "run_models_context": context,
         "run_models_options": {

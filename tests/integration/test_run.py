@@ -88,11 +88,12 @@ class Mad:
     def log(self, short: str) -> str:
         return (self.root / f"{self.name(short)}_base.run.live.log").read_text()
 
-    def containers(self, docker_client, short: str | None = None) -> list[Any]:
-        """Containers (running or not) of one model of this test, or of all of them."""
-        found = docker_client.containers.list(all=True, filters={"label": "madengine.model"})
+    def containers(self, docker_client, short: str | None = None) -> list[dict[str, Any]]:
+        """The engine's list entries of the containers (running or not) of one model of this test, or of
+        all of them. The low-level list: the SDK's inspects each container, racing other tests' removals."""
+        found = docker_client.api.containers(all=True, filters={"label": "madengine.model"})
         want = self.name(short) if short else self.uid
-        return [c for c in found if (c.labels.get("madengine.model") or "").startswith(want)]
+        return [c for c in found if ((c.get("Labels") or {}).get("madengine.model") or "").startswith(want)]
 
 
 @pytest.fixture
@@ -102,13 +103,11 @@ def mad(tmp_path, unique_name, docker_client, base_image, monkeypatch) -> Iterat
     yield tree
     import docker.errors
 
-    for container in tree.containers(docker_client):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
-    for container in docker_client.containers.list(all=True):
-        if unique_name in container.name:
+    for container in docker_client.api.containers(all=True):
+        labels = container.get("Labels") or {}
+        if unique_name in (labels.get("madengine.model") or "") or any(unique_name in n for n in container["Names"]):
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                docker_client.api.remove_container(container["Id"], force=True)
     for image in docker_client.images.list(filters={"label": f"madengine.test={unique_name}"}):
         for ref in image.tags or [image.id]:
             with contextlib.suppress(docker.errors.APIError):
@@ -269,7 +268,8 @@ def test_timeout_removes_the_container_and_the_next_model_runs(capsys, mad, dock
     assert elapsed < 12, elapsed  # build, 2 s to the deadline, the kill (within 5 s), the next model
     assert "started" in mad.log("slow")
     assert mad.containers(docker_client, "slow") == []
-    assert [c for c in docker_client.containers.list(all=True) if c.name.startswith(f"madengine-{slow}")] == []
+    assert [c for c in docker_client.api.containers(all=True)
+            if any(name.startswith(f"/madengine-{slow}") for name in c["Names"])] == []
 
 
 def test_model_timeout_applies_and_timeout_zero_means_none(capsys, mad) -> None:
@@ -412,8 +412,7 @@ def test_keep_alive_leaves_the_container_running(capsys, mad, docker_client) -> 
     try:
         assert res.code == 0, res.text
         assert len(containers) == 1
-        container = containers[0]
-        container.reload()
+        container = docker_client.containers.get(containers[0]["Id"])
         assert container.status == "running"
         assert perf_rows()[0]["status"] == "SUCCESS"
         line = f"docker exec -it {container.name} bash"
@@ -421,8 +420,8 @@ def test_keep_alive_leaves_the_container_running(capsys, mad, docker_client) -> 
         assert container.exec_run(["bash", "-c", "echo $MAD_MODEL_NAME"]).output.decode().strip() == kept
         assert container.exec_run(["ls", "/myworkspace/run_directory"]).exit_code == 0
     finally:
-        for container in containers:
-            container.remove(force=True)
+        for entry in containers:
+            docker_client.api.remove_container(entry["Id"], force=True)
 
 
 def test_skip_model_run_runs_pre_scripts_only(capsys, mad, docker_client) -> None:
@@ -579,7 +578,7 @@ def test_ctrl_c_removes_the_container_and_keeps_finished_rows(mad, docker_client
         wait_for(lambda: log.is_file() and "SLOW-STARTED" in log.read_text(), 120, "the slow model to start")
         # Rows are appended as each model finishes: the fast one's is there while the slow one runs.
         assert [r["model"] for r in perf_rows(mad.root / "perf.csv")] == [fast]
-        assert [c.status for c in mad.containers(docker_client, "slow")] == ["running"]
+        assert [c["State"] for c in mad.containers(docker_client, "slow")] == ["running"]
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=30)[0]
     finally:

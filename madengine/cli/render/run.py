@@ -118,6 +118,10 @@ def results_table(report: RunReport) -> Table:
     caption = (f"run {report.run_id}: {len(s.successful_runs)} succeeded, {len(s.failed_runs)} failed, "
                f"{len(s.skipped_runs)} skipped in {s.total_execution_time:.1f}s")
     table = Table(title="Run results", caption=caption, caption_justify="left")
+    hosts = {row.get("host", "") for row in report.rows}
+    show_host = bool(hosts - {"", "localhost"})
+    if show_host:
+        table.add_column("host", style="cyan", no_wrap=True)
     table.add_column("model", style="bold", no_wrap=True)
     table.add_column("status")
     table.add_column("performance", justify="right")
@@ -127,7 +131,8 @@ def results_table(report: RunReport) -> Table:
     for row in report.rows:
         icon, style = STATUS_STYLE.get(row.get("status", ""), ("?", "white"))
         duration = row.get("test_duration") or ""
-        table.add_row(row.get("model", ""), Text(f"{icon} {row.get('status', '')}", style=style),
+        cells = [row.get("host", "")] if show_host else []
+        table.add_row(*cells, row.get("model", ""), Text(f"{icon} {row.get('status', '')}", style=style),
                       row.get("performance", ""), row.get("metric", ""),
                       f"{float(duration):.2f}s" if duration else "", row.get("reason", ""))
     return table

@@ -2,17 +2,20 @@
 # Apache License 2.0 (see LICENSE)
 """Action of mad.engine.sync: move a file tree between the controller and a host as one tarball.
 
-One file transfer and one Python command on the host, whatever the number of files: ansible.builtin.copy
-of a folder costs two module runs per file, and ansible.posix.synchronize needs rsync on both sides.
+One Python command on the host, the tarball on its standard input (push) or output (fetch), whatever
+the number of files: ansible.builtin.copy of a folder costs two module runs per file, and
+ansible.posix.synchronize needs rsync on both sides.
 The tarball halves are ``module_utils/_tree.py``, imported here and sent as source to the host.
 """
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import os
 import shlex
+import shutil
 import tempfile
 
 from ansible.errors import AnsibleActionFail
@@ -27,60 +30,68 @@ ARGUMENT_SPEC = {
     "python": {"type": "str"},
 }
 DEFAULT_PYTHON = "/usr/bin/python3"
+# Bigger tarballs go as a file (held in memory otherwise, as the command's standard input).
+STDIN_LIMIT = 32 * 1024 * 1024
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # The big-tarball path makes its own remote tmp dir; the usual one would cost two commands up front.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         if self._task.check_mode:
             result.update(changed=args["mode"] == "push", msg="check mode: nothing transferred")
             return result
         python = args["python"] or self._python(task_vars)
         local_tmp = tempfile.mkdtemp(prefix="mad-sync-")
         try:
-            remote_tmp = self._make_tmp_path()
             if args["mode"] == "push":
-                result.update(self._push(args, python, local_tmp, remote_tmp))
+                result.update(self._push(args, python, local_tmp))
             else:
-                result.update(self._fetch(args, python, local_tmp, remote_tmp))
+                result.update(self._fetch(args, python, local_tmp))
         finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-            for name in os.listdir(local_tmp):
-                os.remove(os.path.join(local_tmp, name))
-            os.rmdir(local_tmp)
+            shutil.rmtree(local_tmp, ignore_errors=True)
         return result
 
-    def _push(self, args, python, local_tmp, remote_tmp):
+    def _push(self, args, python, local_tmp):
         if not os.path.isdir(args["src"]):
             raise AnsibleActionFail(f"src {args['src']} is not a directory on the controller")
         tarball = os.path.join(local_tmp, "tree.tar.gz")
         packed = _tree.pack(tarball, args["src"], args["paths"])
-        remote = self._connection._shell.join_path(remote_tmp, "tree.tar.gz")
-        self._transfer_file(tarball, remote)
-        self._fixup_perms2((remote_tmp, remote))
-        out = self._remote(python, ["unpack", remote, self._remote_expand_user(args["dest"])])
+        if os.path.getsize(tarball) <= STDIN_LIMIT:
+            # One command: the tarball goes through its standard input.
+            with open(tarball, "rb") as handle:
+                out = self._remote(python, ["unpack", "-", args["dest"]], handle.read())
+        else:
+            remote_tmp = self._make_tmp_path()
+            try:
+                remote = self._connection._shell.join_path(remote_tmp, "tree.tar.gz")
+                self._transfer_file(tarball, remote)
+                self._fixup_perms2((remote_tmp, remote))
+                out = self._remote(python, ["unpack", remote, args["dest"]])
+            finally:
+                self._remove_tmp_path(remote_tmp)
         return {"changed": True, "packed": packed["packed"], "missing": packed["missing"], "files": out["files"],
                 "dest": args["dest"]}
 
-    def _fetch(self, args, python, local_tmp, remote_tmp):
-        remote = self._connection._shell.join_path(remote_tmp, "tree.tar.gz")
-        out = self._remote(python, ["pack", remote, self._remote_expand_user(args["src"]), ""] + args["paths"])
+    def _fetch(self, args, python, local_tmp):
+        # One command: the tarball comes back base64-encoded in its output.
+        out = self._remote(python, ["pack", "-", args["src"], ""] + args["paths"])
         tarball = os.path.join(local_tmp, "tree.tar.gz")
-        self._connection.fetch_file(remote, tarball)
+        with open(tarball, "wb") as handle:
+            handle.write(base64.b64decode(out.pop("data")))
         files = _tree.unpack(tarball, args["dest"])["files"]
         return {"changed": bool(files), "packed": out["packed"], "missing": out["missing"], "files": files,
                 "dest": args["dest"]}
 
-    def _remote(self, python, argv):
+    def _remote(self, python, argv, in_data=None):
         """Run ``_tree.main(argv)`` on the host with its Python; returns its JSON result."""
-        code = inspect.getsource(_tree)
-        cmd = " ".join(shlex.quote(part) for part in [python, "-c", code] + argv)
-        res = self._low_level_execute_command(cmd, sudoable=True)
+        cmd = " ".join(shlex.quote(part) for part in [python, "-c", inspect.getsource(_tree)] + argv)
+        res = self._low_level_execute_command(cmd, sudoable=True, in_data=in_data)
         try:
             out = json.loads((res.get("stdout") or "").strip().splitlines()[-1])
         except (ValueError, IndexError):

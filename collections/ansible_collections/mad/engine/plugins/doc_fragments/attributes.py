@@ -20,7 +20,7 @@ options: {}
 attributes:
   action_group:
     description: Use C(group/mad.engine.madengine) in C(module_defaults) to set defaults (for example
-      O(docker_host)) for every mad.engine module at once.
+      C(docker_host)) for every mad.engine module at once.
     support: full
     membership:
       - mad.engine.madengine

@@ -37,6 +37,8 @@ def run_plan(manifest: dict, host: str, run_id: str, workdir: str, mad_dir: str,
     if not isinstance(manifest, dict) or "built_images" not in manifest:
         raise AnsibleFilterError("run_plan: the input is not a build manifest (no built_images); "
                                  "give run_models_manifest or run_models_manifest_file")
+    if not mad_dir:
+        raise AnsibleFilterError("run_plan: no MAD root: set run_models_mad_dir (the manifest has no mad_dir)")
     keys = select_keys(manifest, list(models or []), dict(assignments or {}), host)
     try:
         return host_plan(

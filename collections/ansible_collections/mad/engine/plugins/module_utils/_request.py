@@ -143,9 +143,10 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
         if found is None:
             reason = (f"model {key} is not in the manifest's built_models" if record is None
                       else f"model {key}: its image is not in the manifest's built_images")
-            models.append({"key": key, "name": str((record or {}).get("name") or key), "image": "", "cred": "",
-                           "task_timeout": step_timeout, "request": dict(base, key=key, error=reason,
-                           infra_error=False, model={"name": str((record or {}).get("name") or key)})})
+            name = str((record or {}).get("name") or key)
+            request = dict(base, key=key, error=reason, infra_error=False, model={"name": name})
+            models.append({"key": key, "name": name, "image": "", "cred": "", "task_timeout": step_timeout,
+                           "request": request})
             continue
         image_key, image = found
         model = {k: v for k, v in record.items() if k != "docker_image"}

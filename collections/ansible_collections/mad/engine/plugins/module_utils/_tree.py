@@ -9,6 +9,8 @@ only, no imports from the collection, and syntax every target Python accepts.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
@@ -25,18 +27,23 @@ def _skip(info):
 def pack(out, root, paths=(), prefix=""):
     """Write ROOT's PATHs (all of ROOT when none are given) to the tarball OUT, as PREFIX/PATH.
 
-    Paths that do not exist are skipped and returned; a missing ROOT gives an empty tarball.
-    Returns {"packed": [...], "missing": [...]}.
+    OUT ``-`` keeps the tarball in memory and returns it base64-encoded as ``data``. Paths that do not
+    exist are skipped and returned; a missing ROOT gives an empty tarball. ``~`` is expanded.
+    Returns {"packed": [...], "missing": [...]} (and "data").
     """
-    parent = os.path.dirname(out)
-    if parent and not os.path.isdir(parent):
-        os.makedirs(parent)
+    root = os.path.expanduser(root)
     paths = list(paths)
     if not paths and os.path.isdir(root):
         paths = sorted(os.listdir(root))
     packed, missing = [], []
-    part = out + ".part"
-    with tarfile.open(part, "w:gz", compresslevel=1) as tar:
+    if out == "-":
+        target = io.BytesIO()
+    else:
+        parent = os.path.dirname(out)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent)
+        target = open(out + ".part", "wb")  # noqa: SIM115 - closed below
+    with target, tarfile.open(fileobj=target, mode="w:gz", compresslevel=1) as tar:
         for path in paths:
             full = os.path.join(root, path)
             if not os.path.lexists(full):
@@ -45,19 +52,27 @@ def pack(out, root, paths=(), prefix=""):
             name = os.path.normpath(os.path.join(prefix, path) if prefix else path)
             tar.add(full, arcname=name, filter=_skip)
             packed.append(path)
-    os.replace(part, out)
+        tar.close()
+        if out == "-":
+            return {"packed": packed, "missing": missing,
+                    "data": base64.b64encode(target.getvalue()).decode("ascii")}
+    os.replace(out + ".part", out)
     return {"packed": packed, "missing": missing}
 
 
 def unpack(src, dest, remove=True):
-    """Extract the tarball SRC into DEST (created if needed), then remove SRC unless told not to.
+    """Extract the tarball SRC (``-``: standard input) into DEST (created if needed), then remove SRC
+    unless told not to.
 
-    Members may not leave DEST (absolute paths or ``..`` are refused). Returns {"files": N}.
+    Members may not leave DEST (absolute paths or ``..`` are refused). ``~`` is expanded.
+    Returns {"files": N}.
     """
+    dest = os.path.expanduser(dest)
     if not os.path.isdir(dest):
         os.makedirs(dest)
     base = os.path.realpath(dest)
-    with tarfile.open(src) as tar:
+    source = io.BytesIO(sys.stdin.buffer.read()) if src == "-" else open(src, "rb")  # noqa: SIM115
+    with source, tarfile.open(fileobj=source) as tar:
         members = tar.getmembers()
         for member in members:
             target = os.path.realpath(os.path.join(base, member.name))
@@ -67,13 +82,14 @@ def unpack(src, dest, remove=True):
             tar.extractall(base, members=members, filter="tar")
         else:  # Python without extraction filters (before 3.8.17/3.9.17/3.10.12/3.11.4)
             tar.extractall(base, members=members)
-    if remove:
+    if remove and src != "-":
         os.remove(src)
     return {"files": sum(1 for m in members if m.isfile())}
 
 
 def main(argv):
-    """``pack OUT ROOT PREFIX [PATH...]`` or ``unpack SRC DEST``; prints the result as JSON."""
+    """``pack OUT ROOT PREFIX [PATH...]`` or ``unpack SRC DEST`` (``-``: stdout, stdin); prints the result
+    as JSON on one line."""
     try:
         if argv[1] == "pack":
             result = pack(argv[2], argv[3], argv[5:], argv[4])
@@ -89,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    raise SystemExit(main(sys.argv))

@@ -17,7 +17,7 @@ description:
     its C(request.facts).
   - Never reports C(changed).
 author:
-  - madengine developers
+  - madengine developers (@ROCm)
 extends_documentation_fragment:
   - mad.engine.engine
   - mad.engine.attributes

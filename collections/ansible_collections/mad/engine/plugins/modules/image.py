@@ -16,7 +16,7 @@ description:
   - With O(load_from), the image is loaded from a C(docker save) tarball on the host instead, for
     clusters without a registry.
 author:
-  - madengine developers
+  - madengine developers (@ROCm)
 extends_documentation_fragment:
   - mad.engine.engine
   - mad.engine.attributes

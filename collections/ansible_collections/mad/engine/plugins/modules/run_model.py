@@ -20,7 +20,7 @@ description:
     module failure; its FAILURE row says why. Neither is an engine that cannot be reached, which gives a
     FAILURE row with RV(infra_error=true). The task fails only on bad module arguments.
 author:
-  - madengine developers
+  - madengine developers (@ROCm)
 extends_documentation_fragment:
   - mad.engine.engine
   - mad.engine.attributes

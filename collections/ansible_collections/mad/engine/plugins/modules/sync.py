@@ -20,7 +20,7 @@ description:
   - The C(mad.engine.run_models) role uses it to sync the needed part of the MAD root to the host and to
     fetch the results back.
 author:
-  - madengine developers
+  - madengine developers (@ROCm)
 extends_documentation_fragment:
   - mad.engine.attributes
   - mad.engine.attributes.actiongroup

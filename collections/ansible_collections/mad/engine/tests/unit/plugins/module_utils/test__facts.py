@@ -99,5 +99,5 @@ def test_run_facts_matches_the_local_run_context() -> None:
 
     given = {"gpu_vendor": None, "guest_os": "UBUNTU", "gpu_architecture": "gfx90a"}
     local = resolve_run_context(given, detect=lambda: AMD)
-    remote, _ = run_facts(given, gpu_facts(AMD))
+    remote = run_facts(given, gpu_facts(AMD))[0]
     assert remote == local

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import os
@@ -71,3 +72,16 @@ def test_source_runs_standalone_as_the_host_runs_it(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-c", code, "unpack", str(tmp_path / "none.tgz"), str(tmp_path / "d")],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1 and json.loads(bad.stdout)["failed"] is True
+
+
+def test_streams_through_stdin_and_stdout_as_the_sync_action_uses_them(tmp_path: Path) -> None:
+    _tree_at(tmp_path / "src")
+    code = inspect.getsource(_tree)
+    done = subprocess.run([sys.executable, "-c", code, "pack", "-", str(tmp_path / "src"), "", "scripts", "x"],
+                          capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert (out["packed"], out["missing"]) == (["scripts"], ["x"])
+    done = subprocess.run([sys.executable, "-c", code, "unpack", "-", str(tmp_path / "dest")],
+                          input=base64.b64decode(out["data"]), capture_output=True, check=True)
+    assert json.loads(done.stdout) == {"files": 2}
+    assert (tmp_path / "dest" / "scripts" / "common" / "tools.json").read_text() == "{}"

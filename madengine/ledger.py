@@ -1,0 +1,106 @@
+"""The run ledger `runs/<run_id>/ledger.jsonl`: what a run planned and what each attempt ended as.
+
+The first line (`"type": "run"`) records how to run again: the manifest, options and context
+(secrets masked), so `--resume` and `--rerun-failed` need nothing else. Then one line per
+(model, host, attempt), appended and fsynced as each ends, so a run killed with SIGKILL loses at most
+the attempt that was in flight. Written by the executors through `results`-style appends only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from madengine.errors import InvalidInputError
+
+LEDGER_NAME = "ledger.jsonl"
+DONE_STATUSES = ("SUCCESS", "SKIPPED")
+
+
+@dataclass
+class LedgerState:
+    """A ledger read back: the run record and every attempt line, in order."""
+
+    run: dict[str, Any]
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def final(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The last attempt of each (model key, host)."""
+        last: dict[tuple[str, str], dict[str, Any]] = {}
+        for entry in self.attempts:
+            last[(entry["key"], entry.get("host", ""))] = entry
+        return last
+
+    def todo(self, *, failed_only: bool) -> set[tuple[str, str]]:
+        """(key, host) cells to run again: without a SUCCESS/SKIPPED end, or (failed_only) FAILURE ones."""
+        final = self.final()
+        planned = {(cell[0], cell[1]) for cell in self.run.get("cells", [])}
+        if failed_only:
+            return {cell for cell, entry in final.items() if entry.get("status") == "FAILURE"}
+        return {cell for cell in planned if final.get(cell, {}).get("status") not in DONE_STATUSES}
+
+    def next_attempt(self, key: str, host: str) -> int:
+        return 1 + sum(1 for e in self.attempts if e["key"] == key and e.get("host", "") == host)
+
+
+class Ledger:
+    def __init__(self, runs_dir: Path, run_id: str) -> None:
+        self.dir = Path(runs_dir) / run_id
+        self.path = self.dir / LEDGER_NAME
+        self._lock = FileLock(str(self.path) + ".lock", timeout=30)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def start(self, run: dict[str, Any]) -> None:
+        """Record the run itself (once; a resumed run keeps its first record)."""
+        if not self.path.exists():
+            self._append({"type": "run", **run})
+
+    def record(self, key: str, host: str, attempt: int, rows: Iterable[dict[str, str]], *,
+               log_path: str = "", infra_error: bool = False) -> None:
+        rows = list(rows)
+        statuses = {row.get("status") for row in rows}
+        status = "FAILURE" if "FAILURE" in statuses or not rows else (
+            "SUCCESS" if "SUCCESS" in statuses else "SKIPPED")
+        reason = next((row.get("reason") for row in rows if row.get("reason")), "")
+        self._append({"type": "attempt", "key": key, "host": host, "attempt": attempt, "status": status,
+                      "reason": reason, "infra_error": infra_error, "log_path": log_path,
+                      "started_at": rows[0].get("started_at", "") if rows else "",
+                      "duration": rows[0].get("test_duration", "") if rows else "",
+                      "models": [row.get("model", "") for row in rows]})
+
+    def load(self) -> LedgerState:
+        if not self.path.is_file():
+            raise InvalidInputError(f"No ledger for run {self.dir.name}: {self.path} does not exist",
+                                    hint="pass a run id from the runs/ folder of the directory you ran in")
+        run: dict[str, Any] | None = None
+        attempts = []
+        with open(self.path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    if handle.read().strip():  # only a torn last line (killed mid-write) is tolerated
+                        raise InvalidInputError(f"{self.path} line {number} is not JSON") from None
+                    break
+                if record.get("type") == "run":
+                    run = run or record
+                else:
+                    attempts.append(record)
+        if run is None:
+            raise InvalidInputError(f"{self.path} has no run record")
+        return LedgerState(run, attempts)
