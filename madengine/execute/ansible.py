@@ -10,11 +10,13 @@ secrets travel in a 0600 vars file outside it that is deleted when the play ends
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 PLAYBOOK = "mad.engine.run_models"
 RUN_MODEL_ACTIONS = ("mad.engine.run_model", "run_model")
 DISTRIBUTIONS = ("replicate", "shard")
+# Row reasons (from the module's EngineError reasons) that mean the host's engine is gone or hung:
+# the host failed, not the model. A pull that failed ("pull failed: …") is the registry's, not the host's.
+HOST_ENGINE_FAILURES = ("engine unreachable", "engine connection lost", "engine timeout")
 
 
 @dataclass
@@ -74,14 +79,14 @@ def inventory_hosts(inventory: Path, limit: str | None) -> list[str]:
     return hosts
 
 
-def _runner_env(pdd: Path, cluster: ClusterOptions) -> dict[str, str]:
+def _runner_env(control_dir: Path, cluster: ClusterOptions) -> dict[str, str]:
     """The environment ansible-runner records in its artifacts: no secrets here, ever."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
         "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
         "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(pdd / "cp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_HOST_KEY_CHECKING": "False" if cluster.insecure_skip_host_key_check else "True",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
         "ANSIBLE_FORKS": str(cluster.forks),
@@ -89,6 +94,27 @@ def _runner_env(pdd: Path, cluster: ClusterOptions) -> dict[str, str]:
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
     }
+
+
+def _control_dir() -> Path:
+    """A fresh, short dir for this run's ssh ControlPath sockets.
+
+    Not under runs/<run_id>/: a unix socket path must stay under 108 bytes, and ssh adds a random
+    suffix to `<dir>/<10-char hash>` while it binds, so a deep working directory would make every host
+    "unreachable" (ControlPath too long).
+    """
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    return Path(tempfile.mkdtemp(prefix="mad-cp-", dir=base))
+
+
+def _close_control_masters(control_dir: Path) -> None:
+    """Stop the ssh masters this run started (ControlPersist would keep them 60 s), then drop the dir."""
+    with contextlib.suppress(OSError):
+        for sock in control_dir.iterdir():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "mad-control-master"],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=5, check=False)
+    shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict[str, Any]:
@@ -157,7 +183,7 @@ class _Collector:
                     and (host, k) not in self.done), None) or self._next(host)
         if key is None or (host, key) in self.done:
             return
-        rows = [dict(row) for row in res.get("rows") or []]
+        rows = [_host_failure(dict(row)) if res.get("infra_error") else dict(row) for row in res.get("rows") or []]
         run = ModelRun(f"{host}:{self.names.get(key, key)}", rows, str(res.get("log_path") or ""),
                        str(res.get("exec_line") or ""))
         self.done[(host, key)] = run
@@ -176,6 +202,14 @@ class _Collector:
             self.done[(host, key)] = ModelRun(f"{host}:{model['name']}", rows, "")
             self.perf.append(rows)
             self.emit("done", self._cell(host, key), {"rows": rows})
+
+
+def _host_failure(row: dict[str, Any]) -> dict[str, Any]:
+    """A FAILURE row whose engine died under the model (dockerd killed mid-run) is the host's failure."""
+    reason = str(row.get("reason") or "")
+    if row.get("status") == "FAILURE" and reason.startswith(HOST_ENGINE_FAILURES):
+        row["reason"] = f"host failed: {reason}"
+    return row
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -213,7 +247,6 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
     pdd = (cluster.runs_dir / options.run_id).absolute()
     (pdd / "env").mkdir(parents=True, exist_ok=True)
     (pdd / "project").mkdir(exist_ok=True)
-    (pdd / "cp").mkdir(exist_ok=True)
     results_dir = pdd / "results"
     # A file, not an extra var: ansible-core templates extra vars, and model args may hold `{{`.
     manifest_file = pdd / "build_manifest.json"
@@ -239,6 +272,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
     secret_dir = Path(tempfile.mkdtemp(prefix="madengine-secrets-"))
+    control_dir = _control_dir()
     secret_file = secret_dir / "secrets.json"
     perf = PerfCsv(options.output)
     collector = _Collector(plan, names, perf, emit, options.run_id)
@@ -253,10 +287,11 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         runner = ansible_runner.run(
             private_data_dir=str(pdd), ident="play", playbook=PLAYBOOK,
             inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
-            envvars=_runner_env(pdd, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
+            envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
             quiet=True, event_handler=collector.on_event, suppress_env_files=True)
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
+        _close_control_masters(control_dir)
     stats = runner.stats or {}
     for host in plan:
         if host in (stats.get("dark") or {}):

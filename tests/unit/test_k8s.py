@@ -585,11 +585,6 @@ def test_cli_missing_inputs_exit_4(capsys, mad, tmp_path, monkeypatch):
     assert code == 4 and "namespace" in err
 
 
-def test_generate_ansible_is_still_a_stub(capsys):
-    code, _, err = cli(capsys, "generate", "ansible")
-    assert code == 1 and "not implemented yet" in err
-
-
 def test_skip_gpu_arch_follows_the_context_architecture(mad):
     models = json.loads((mad / "models.json").read_text())
     models.append({"name": "not_on_mi200", "dockerfile": "docker/dummy", "scripts": "scripts/dummy/run.sh",

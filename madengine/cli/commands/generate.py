@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +16,9 @@ from madengine.cli.options import (
     ManifestFileOpt,
     VerboseOpt,
 )
-from madengine.errors import NotImplementedYetError
+
+if TYPE_CHECKING:
+    from madengine.ansible_bundle import AnsibleBundle
 
 generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests).",
                            no_args_is_help=True)
@@ -37,9 +39,44 @@ def ansible(
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Generate an Ansible playbook bundle that runs the manifest's models with mad.engine."""
+    """Generate an Ansible playbook bundle that runs the manifest's models with mad.engine.
+
+    The bundle goes into the folder of --output: the playbook (the mad.engine.run_models role), its
+    vars file, the manifest and execution config, the MAD files the hosts need, an inventory (a copy of
+    --inventory, else an example), ansible.cfg and a README. It holds no secrets: the registry password
+    is read at run time (ansible-vault variable or environment). Exit 0 when written, 4 for bad input
+    (a missing or malformed manifest or execution config, a bad inventory, no model to run).
+    """
     set_verbose(verbose)
-    raise NotImplementedYetError("`madengine-cli generate ansible` is not implemented yet")
+    from madengine import ansible_bundle as core
+    from madengine.export import load_execution_config
+    from madengine.manifest import load_manifest
+
+    manifest = load_manifest(manifest_file)
+    config = load_execution_config(execution_config)
+    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    bundle = core.render_ansible(manifest, config, mad_dir=root, playbook=output.name, inventory=inventory)
+    directory = output.parent
+    core.write_bundle(bundle, directory)
+    console.print(str(output), highlight=False, soft_wrap=True)
+    for note in _ansible_notes(bundle, directory):
+        err_console.print(note, highlight=False, soft_wrap=True)
+
+
+def _ansible_notes(bundle: AnsibleBundle, directory: Path) -> list[str]:
+    from rich.markup import escape
+
+    where = escape(str(directory))
+    hosts = f"{len(bundle.hosts)} host(s) of {bundle.inventory}" if bundle.hosts else f"the hosts of {bundle.inventory}"
+    lines = [f"[green]✅ Wrote an Ansible bundle to {where}[/]: {len(bundle.models)} model(s) on {escape(hosts)}. "
+             f"Run it with [bold]cd {where} && ansible-playbook {escape(bundle.playbook)}[/] (see {where}/README.md)"]
+    for item in bundle.skipped:
+        lines.append(f"[yellow]⏭️  {escape(item['model'])}: not run ({escape(item['reason'])})[/]")
+    lines += [f"[yellow]⚠️  {escape(note)}[/]" for note in bundle.notes]
+    if bundle.credentials_required or bundle.secret_env:
+        names = ", ".join(bundle.credentials_required + bundle.secret_env)
+        lines.append(f"🔑 Secrets to give at run time (README.md tells how): {escape(names)}")
+    return lines
 
 
 @generate_app.command("k8s")

@@ -98,7 +98,7 @@ def _split_tag(name: str) -> tuple[str, str | None]:
 
 def registry_of(ref: str) -> str:
     """The registry host of a reference (`127.0.0.1:5000`, `ghcr.io`), or `docker.io`."""
-    first, sep, _ = ref.partition("/")
+    first, sep = ref.partition("/")[:2]
     if sep and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"

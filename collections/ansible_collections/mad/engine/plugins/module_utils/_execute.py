@@ -171,7 +171,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
     try:
-        folder, _ = script_location(model)
+        folder = script_location(model)[0]
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(os.path.join(mad_dir, folder), run_dir)
         body = container_body(model, request["image"], context, facts, options, mad_dir, run_dir,

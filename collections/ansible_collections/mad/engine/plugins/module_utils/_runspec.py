@@ -120,7 +120,7 @@ def should_skip(model: dict, facts: dict | None, disable_skip_gpu_arch: bool = F
     """The reason to skip ``model`` on this host (``skip_gpu_arch lists gfx90a``), or None."""
     if disable_skip_gpu_arch:
         return None
-    arch = str((facts or {}).get("gpu_architecture") or "").split(":")[0].strip().lower()
+    arch = str((facts or {}).get("gpu_architecture") or "").partition(":")[0].strip().lower()
     skip = model.get("skip_gpu_arch") or []
     if isinstance(skip, str):
         skip = skip.split(",")
@@ -228,7 +228,7 @@ def script_command(model: dict, context: dict | None = None, options: dict | Non
     pre += list(ctx.get("pre_scripts") or [])
     steps += [_script_call(entry, "pre_scripts") for entry in pre]
     if not opts.get("skip_model_run"):
-        _, script = script_location(model)
+        script = script_location(model)[1]
         runner = "python3" if script.endswith(".py") else "bash"
         words = [str(tool.get("cmd") or "").strip() for tool in tools]
         words += [runner, shlex.quote(script), _quote_args(effective_args(model, ctx), f"model {name} args")]
@@ -342,8 +342,8 @@ def _apply_run_options(text: str, body: dict, host: dict, env: dict, where: str)
         elif word in ("--network", "--net"):
             host["NetworkMode"] = value
         elif word == "--ulimit":
-            limit, _, bounds = value.partition("=")
-            soft, _, hard = bounds.partition(":")
+            limit, bounds = value.partition("=")[::2]
+            soft, hard = bounds.partition(":")[::2]
             try:
                 host.setdefault("Ulimits", []).append(
                     {"Name": limit, "Soft": int(soft), "Hard": int(hard or soft)})
@@ -356,7 +356,7 @@ def _apply_run_options(text: str, body: dict, host: dict, env: dict, where: str)
         elif word == "--cpuset-cpus":
             host["CpusetCpus"] = value
         elif word == "--tmpfs":
-            path, _, mount_opts = value.partition(":")
+            path, mount_opts = value.partition(":")[::2]
             host.setdefault("Tmpfs", {})[path] = mount_opts
     return used
 
@@ -532,7 +532,7 @@ def display_command(body: dict, secret_keys: Any = ()) -> str:
     for bind in host.get("Binds") or []:
         words += ["-v", bind]
     for item in body.get("Env") or []:
-        key, _, value = str(item).partition("=")
+        key, value = str(item).partition("=")[::2]
         words += ["-e", f"{key}={MASK if is_secret_env(key, secrets) and value else value}"]
     for key, value in labels.items():
         words += ["--label", f"{key}={value}"]

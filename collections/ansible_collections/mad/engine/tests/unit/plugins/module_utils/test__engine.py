@@ -320,7 +320,7 @@ def test_pull_sends_reference_parts_and_auth_header(fake: Any) -> None:
     engine.routes[("POST", "/images/create")] = lambda h, q, b: h.reply(200, raw=stream)
     engine.routes[("GET", f"/images/{ref}/json")] = lambda h, q, b: h.reply(200, {"Id": "sha256:1"})
     assert client.image_pull(ref, auth={"username": "u", "password": "p"}) == {"Id": "sha256:1"}
-    method, path, headers, _ = engine.requests[1]
+    method, path, headers = engine.requests[1][:3]
     assert (method, path) == ("POST", "/v1.41/images/create")
     auth = json.loads(base64.urlsafe_b64decode(headers["X-Registry-Auth"]))
     assert auth == {"username": "u", "password": "p", "serveraddress": "127.0.0.1:5000"}
@@ -432,7 +432,7 @@ def test_container_logs_tty_is_raw(fake: Any) -> None:
     engine, client = fake
     engine.routes[("GET", "/containers/c1/json")] = lambda h, q, b: h.reply(200, {"Config": {"Tty": True}})
     engine.routes[("GET", "/containers/c1/logs")] = lambda h, q, b: h.reply(200, raw=b"\x01raw", ctype="x")
-    assert b"".join(d for _, d in client.container_logs("c1")) == b"\x01raw"
+    assert b"".join(chunk[1] for chunk in client.container_logs("c1")) == b"\x01raw"
 
 
 def test_container_list_filters(fake: Any) -> None:

@@ -74,12 +74,12 @@ def model(**kw):
     return dict(copy.deepcopy(MODEL), **kw)
 
 
-def body(m=None, ctx=None, facts=AMD_FACTS, options=None, cred=None, plan=None, **kw):
+def body(m=None, ctx=None, facts=None, options=None, cred=None, plan=None, **kw):
     return container_body(
         m or model(),
         "ci-dummy:latest",
         ctx or {},
-        facts,
+        AMD_FACTS if facts is None else facts,
         options or {},
         "/srv/MAD",
         "/srv/runs/r1/dummy",
