@@ -36,6 +36,7 @@ import os
 import re
 import secrets as _random
 import shutil
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,8 @@ class AnsibleBundle:
     secret_env: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: Mode of the copied inventory (an executable inventory script stays executable).
-    inventory_executable: bool = False
+    #: Permission bits of the copied inventory (kept: a private one stays private, a script executable).
+    inventory_mode: int | None = None
 
 
 # ------------------------------------------------------------------------------------------- YAML
@@ -273,8 +274,8 @@ def _inventory_secrets(manager: Any) -> list[str]:
     return sorted(found)
 
 
-def _read_inventory(path: Path, secret_values: frozenset[str]) -> tuple[str, list[str], bool]:
-    """The inventory's text, its hosts and whether it is executable. Raises InvalidInputError (exit 4)."""
+def _read_inventory(path: Path, secret_values: frozenset[str]) -> tuple[str, list[str], int]:
+    """The inventory's text, its hosts and its permission bits. Raises InvalidInputError (exit 4)."""
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
 
@@ -293,7 +294,7 @@ def _read_inventory(path: Path, secret_values: frozenset[str]) -> tuple[str, lis
             f"Inventory {path} holds a secret in plain text ({what}); the bundle holds no secrets",
             hint="use SSH keys, or move the value to an ansible-vault file (e.g. group_vars/all/vault.yml "
                  "beside the playbook) and refer to it as \"{{ vault_... }}\"")
-    return text, hosts, os.access(path, os.X_OK)
+    return text, hosts, stat.S_IMODE(path.stat().st_mode)
 
 
 def _inventory_name(path: Path) -> str:
@@ -368,14 +369,14 @@ def render_ansible(manifest: Manifest, config: ExecutionConfig, *, mad_dir: Path
 
     if inventory is not None:
         inventory_path = Path(inventory)
-        inventory_text, hosts, executable = _read_inventory(inventory_path, secret_values)
+        inventory_text, hosts, inventory_mode = _read_inventory(inventory_path, secret_values)
         inventory_name = _inventory_name(inventory_path)
         for folder in ("group_vars", "host_vars"):
             if (inventory_path.parent / folder).is_dir():
                 notes.append(f"{inventory_path.parent / folder} beside the inventory is not copied: copy it into "
                              "the bundle folder (Ansible reads group_vars/ and host_vars/ beside the playbook too)")
     else:
-        inventory_name, hosts, executable = INVENTORY_EXAMPLE, [], False
+        inventory_name, hosts, inventory_mode = INVENTORY_EXAMPLE, [], None
         inventory_text = render("ansible/inventory.example.yml.j2", version=__version__)
 
     common = {"version": __version__, "playbook": playbook, "instance": instance, "role": ROLE,
@@ -417,7 +418,7 @@ def render_ansible(manifest: Manifest, config: ExecutionConfig, *, mad_dir: Path
         files[name] = masked
     return AnsibleBundle(playbook=playbook, instance=instance, files=files, mad_files=mad_files, models=models,
                          inventory=inventory_name, hosts=hosts, credentials_required=required,
-                         secret_env=secret_env, skipped=skipped, notes=notes, inventory_executable=executable)
+                         secret_env=secret_env, skipped=skipped, notes=notes, inventory_mode=inventory_mode)
 
 
 # ------------------------------------------------------------------------------------------ write
@@ -443,8 +444,8 @@ def write_bundle(bundle: AnsibleBundle, directory: Path | str) -> list[Path]:
                 bundle.notes.append(f"{target} was edited: kept as it is")
                 continue
             write_bytes_atomic(stage / name, text.encode("utf-8"))
-            if name == bundle.inventory and bundle.inventory_executable:
-                os.chmod(stage / name, 0o755)
+            if name == bundle.inventory and bundle.inventory_mode is not None:
+                os.chmod(stage / name, bundle.inventory_mode)
             names.append(name)
         for rel, (data, executable) in sorted(bundle.mad_files.items()):
             path = stage / MAD_FOLDER / rel

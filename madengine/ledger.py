@@ -104,3 +104,20 @@ class Ledger:
         if run is None:
             raise InvalidInputError(f"{self.path} has no run record")
         return LedgerState(run, attempts)
+
+
+def done_in_perf(rows: Iterable[dict[str, str]], run_id: str, names: dict[str, str]) -> set[tuple[str, str]]:
+    """(key, host) cells that perf.csv already holds a SUCCESS/SKIPPED row of, for run `run_id`.
+
+    A run killed between appending a row and writing its ledger line must not run that model again.
+    `names` maps manifest keys to model names (multiple_results rows are named `<model>_<csv model>`).
+    """
+    done = set()
+    for row in rows:
+        if row.get("run_id") != run_id or row.get("status") not in DONE_STATUSES:
+            continue
+        model = row.get("model", "")
+        for key, name in names.items():
+            if model == name or model.startswith(name + "_"):
+                done.add((key, row.get("host", "")))
+    return done

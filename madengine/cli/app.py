@@ -72,9 +72,37 @@ def _accept_click_completion_style(prog_name: str) -> None:
         os.environ[var] = f"{instruction}_{shell}"
 
 
+def expand_multi_value_tags(argv: list[str]) -> list[str]:
+    """`--tags a b` (the guide's form) → `--tags a --tags b`: Click options take one value each.
+
+    Only commands without positional arguments take --tags, so the words that follow `--tags`
+    up to the next option are all tags.
+    """
+    out: list[str] = []
+    pending: str | None = None  # a --tags/-t still waiting for its first value
+    taking = False
+    for word in argv:
+        if taking and word != "--" and not word.startswith("-"):
+            out += ["--tags", word]
+            pending = None
+            continue
+        if pending:
+            out.append(pending)  # no value followed: let Click report it
+            pending = None
+        taking = word in ("--tags", "-t")
+        if taking:
+            pending = word
+        else:
+            out.append(word)
+    if pending:
+        out.append(pending)
+    return out
+
+
 def invoke(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
     """Run a Typer app and turn every outcome into a documented exit code."""
     _accept_click_completion_style(prog_name)
+    argv = expand_multi_value_tags(list(sys.argv[1:] if argv is None else argv))
     from madengine.errors import MadError
 
     try:

@@ -32,6 +32,7 @@ from madengine.context import resolve_run_context
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.hostinfo import detect_host
+from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
 from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
 
@@ -56,6 +57,15 @@ class RunOptions:
     registry: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=new_run_id)
+    #: Extra attempts for infrastructure failures only (pull, engine, container start).
+    retries: int = 1
+    runs_dir: Path = Path("runs")
+    #: With --resume / --rerun-failed: the (manifest key, host) cells to run again (None: all).
+    only: set[tuple[str, str]] | None = None
+    #: What the ledger's run record holds, so the run can be resumed (set by the CLI).
+    ledger_meta: dict[str, Any] = field(default_factory=dict)
+    #: With --baseline: its rows, to fill each new row's relative_change before it is written.
+    baseline_rows: list[dict[str, str]] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -185,36 +195,67 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
     return requests
 
 
+def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
+    """Appends rows to perf.csv (with relative_change filled when there is a baseline)."""
+    perf = PerfCsv(options.output)
+    if not options.baseline_rows:
+        return perf.append
+    from madengine.compare import apply_baseline
+
+    baseline = options.baseline_rows
+    return lambda rows: perf.append(apply_baseline(rows, baseline))
+
+
+def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
+             emit: Listener) -> tuple[ModelRun, bool]:
+    """One attempt at one model: `(run, infrastructure failed)`."""
+    name = entry.model.name
+    row_kw = {"host": "localhost", "run_id": request["run_id"], "image": request["image"],
+              "docker_file": entry.image.dockerfile}
+    try:
+        emit("pull", name, {"image": request["image"]})
+        ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
+    except EngineError as e:
+        reason = "pull failed" if e.reason not in ("engine unreachable",) else e.reason
+        return ModelRun(name, [failure_row(request["model"], f"{reason}: {e}", **row_kw)], ""), True
+    emit("running", name, {})
+    result = execute_model(engine, request, on_line=lambda line: emit("line", name, {"line": line}))
+    return ModelRun(name, result["rows"], result["log_path"], result["exec_line"]), bool(result["infra_error"])
+
+
 def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
                  listener: Listener | None = None) -> RunReport:
-    """Run every model of `manifest` on this host, appending rows to perf.csv as each one ends."""
+    """Run the models of `manifest` on this host, appending rows to perf.csv as each one ends.
+
+    Every attempt is written to the ledger; only the last attempt's rows go to perf.csv. An attempt is
+    repeated (up to `options.retries` times) only when the infrastructure failed, never when the
+    model ran and failed or timed out.
+    """
     emit = listener or (lambda *_: None)
-    requests = plan_requests(manifest, options, mad_dir)
+    requests = [(e, r) for e, r in plan_requests(manifest, options, mad_dir)
+                if options.only is None or (e.key, "localhost") in options.only]
     engine = EngineClient()
     registry = options.registry or manifest.registry
     credentials = Credentials.load(mad_dir)
-    perf = PerfCsv(options.output)
+    auth = credentials.registry_login(registry).auth_config() if registry else None
+    append = row_sink(options)
+    ledger = Ledger(options.runs_dir, options.run_id)
+    ledger.start({**options.ledger_meta, "cells": [[e.key, "localhost"] for e in manifest.entries()]})
+    previous = ledger.load()
     started = time.monotonic()
     runs: list[ModelRun] = []
     for entry, request in requests:
-        name = entry.model.name
-        emit("start", name, {"image": request["image"]})
-        row_kw = {"host": "localhost", "run_id": options.run_id, "image": request["image"],
-                  "docker_file": entry.image.dockerfile}
-        try:
-            auth = credentials.registry_login(registry).auth_config() if registry else None
-            emit("pull", name, {"image": request["image"]})
-            ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
-        except EngineError as e:
-            reason = "pull failed" if e.reason not in ("engine unreachable",) else e.reason
-            run = ModelRun(name, [failure_row(request["model"], f"{reason}: {e}", **row_kw)], "")
-        else:
-            emit("running", name, {})
-            result = execute_model(engine, request,
-                                   on_line=lambda line, n=name: emit("line", n, {"line": line}))
-            run = ModelRun(name, result["rows"], result["log_path"], result["exec_line"])
-        perf.append(run.rows)
+        emit("start", entry.model.name, {"image": request["image"]})
+        first = previous.next_attempt(entry.key, "localhost")
+        for attempt in range(first, first + max(0, options.retries) + 1):
+            if attempt > 1:  # each attempt keeps its own log
+                request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
+            run, infra = _attempt(engine, entry, request, auth, emit)
+            ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
+            if not infra:
+                break
+        append(run.rows)
         runs.append(run)
-        emit("done", name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})
+        emit("done", entry.model.name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})
     all_rows = [row for run in runs for row in run.rows]
     return RunReport(options.run_id, runs, summarize(all_rows, options.run_id, time.monotonic() - started))

@@ -50,6 +50,7 @@ def _config_path(option: Path, root: Path) -> Path:
     return root / option
 
 
+RUNS_DIR = Path("runs")
 RUN_EXAMPLE = ("madengine-cli run --tags dummy\n"
                "madengine-cli run --manifest-file build_manifest.json")
 
@@ -105,6 +106,23 @@ def run(
         str, typer.Option("--image-transfer", metavar="[registry|copy]",
                           help="How nodes get images: registry (pull by digest) or copy.")
     ] = "registry",
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, metavar="N", help="Retry infrastructure failures (never model failures).")
+    ] = 1,
+    resume: Annotated[
+        str | None, typer.Option("--resume", metavar="RUN_ID", help="Re-run what has no SUCCESS/SKIPPED row yet.")
+    ] = None,
+    rerun_failed: Annotated[
+        str | None, typer.Option("--rerun-failed", metavar="RUN_ID", help="Re-run only the FAILURE rows of a run.")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", metavar="FILE", dir_okay=False,
+                                  help="Compare with this perf.csv at the end; fills relative_change.")
+    ] = None,
+    execution_config: Annotated[
+        Path | None, typer.Option("--execution-config", "-e", metavar="FILE", dir_okay=False,
+                                  help="Run options and context from madengine-cli export-config.")
+    ] = None,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -127,12 +145,44 @@ def run(
     if timeout < -1:
         raise InvalidInputError(f"--timeout {timeout} is not allowed",
                                 hint="use a number of seconds, 0 for no limit, or -1 for the default (7200 s)")
+    context = parse_context(additional_context, additional_context_file)
+    if execution_config is not None:
+        from madengine.export import load_execution_config
+
+        config = load_execution_config(execution_config)
+        context = {**config.context, **context}
+        stored_options = config.run_options
+        if timeout == -1 and stored_options.get("timeout") not in (None, -1):
+            timeout = int(stored_options["timeout"])
+        keep_alive = keep_alive or bool(stored_options.get("keep_alive"))
+    only = None
+    run_id = None
+    if resume and rerun_failed:
+        raise InvalidInputError("--resume and --rerun-failed are exclusive")
+    if resume or rerun_failed:
+        from madengine.ledger import Ledger
+
+        run_id = resume or rerun_failed
+        previous = Ledger(RUNS_DIR, run_id).load().run
+        args = previous.get("args") or {}
+        manifest_file, mad_dir, output = Path(args["manifest_file"]), Path(args["mad_dir"]), Path(args["output"])
+        tags = None
+        timeout, keep_alive, keep_model_dir = args["timeout"], args["keep_alive"], args["keep_model_dir"]
+        skip_model_run, disable_skip_gpu_arch = args["skip_model_run"], args["disable_skip_gpu_arch"]
+        sys_env_details, registry = args["sys_env_details"], registry or args.get("registry")
+        force_mirror_local = Path(args["force_mirror_local"]) if args.get("force_mirror_local") else None
+        data_config, tools_config = Path(args["data_config"]), Path(args["tools_config"])
+        context = {**(previous.get("context") or {}), **context}
+        cluster_args = args.get("cluster")
+        if cluster_args:
+            inventory, distribute = Path(cluster_args["inventory"]), cluster_args["distribute"]
+            limit, forks = cluster_args["limit"], cluster_args["forks"]
+            insecure_skip_host_key_check = cluster_args["insecure_skip_host_key_check"]
     if manifest_file is None and not tags and DEFAULT_MANIFEST.is_file():
         manifest_file = DEFAULT_MANIFEST
     if manifest_file is None and not tags:
         raise InvalidInputError("Nothing to run: give --tags (build then run) or --manifest-file (run only)",
                                 example=RUN_EXAMPLE)
-    context = parse_context(additional_context, additional_context_file)
     build_phase = None
     build_failed = False
     if manifest_file is None:
@@ -173,7 +223,34 @@ def run(
         force_mirror_local=str(force_mirror_local) if force_mirror_local else stored.get("force_mirror_local"),
         data_config=pick(data_config, DEFAULT_DATA_CONFIG, "data_config"),
         tools_config=pick(tools_config, DEFAULT_TOOLS_CONFIG, "tools_config"),
-        registry=registry, context=context)
+        registry=registry, context=context, retries=retries, runs_dir=RUNS_DIR)
+    if run_id:
+        from madengine.ledger import Ledger, done_in_perf
+        from madengine.results import read_rows
+
+        options.run_id = run_id
+        state = Ledger(RUNS_DIR, run_id).load()
+        names = {entry.key: entry.model.name for entry in manifest.entries()}
+        only = state.todo(failed_only=bool(rerun_failed)) - done_in_perf(read_rows(output), run_id, names)
+        options.only = only
+        if not only:
+            err_console.print(f"✅ Nothing to re-run in {run_id}: every model already has its result.")
+            return
+    options.ledger_meta = {"args": {
+        "manifest_file": str(Path(manifest_file).absolute()), "mad_dir": str(root),
+        "output": str(Path(output).absolute()), "timeout": timeout, "keep_alive": keep_alive,
+        "keep_model_dir": keep_model_dir, "skip_model_run": skip_model_run,
+        "disable_skip_gpu_arch": options.disable_skip_gpu_arch, "sys_env_details": options.sys_env_details,
+        "force_mirror_local": options.force_mirror_local, "registry": registry,
+        "data_config": str(options.data_config), "tools_config": str(options.tools_config),
+        "cluster": None if inventory is None else {
+            "inventory": str(Path(inventory).absolute()), "distribute": distribute, "limit": limit,
+            "forks": forks, "insecure_skip_host_key_check": insecure_skip_host_key_check},
+    }, "context": mask_secrets(context)}
+    if baseline is not None:
+        from madengine.compare import load_perf_rows
+
+        options.baseline_rows = load_perf_rows(baseline, "Baseline")
     settings = {"manifest": manifest_file, "models": len(manifest.entries()), "mad_dir": root,
                 "registry": registry or manifest.registry or "-",
                 "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
@@ -205,6 +282,15 @@ def run(
                           f"{escape(str(output))}.", highlight=False)
         raise typer.Exit(130) from None
     console.print(render.results_table(report))
+    regressions = 0
+    if baseline is not None:
+        from madengine.cli.render import compare as render_compare
+        from madengine.compare import compare_rows
+
+        result = compare_rows(report.rows, options.baseline_rows or [])
+        result.current_path, result.baseline_path = str(output), str(baseline)
+        console.print(render_compare.compare_table(result))
+        regressions = len(result.regressions)
     for note in render.keep_alive_notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
@@ -215,3 +301,5 @@ def run(
         raise typer.Exit(int(ExitCode.BUILD_FAILURE))
     if report.summary.failed_runs:
         raise typer.Exit(int(ExitCode.RUN_FAILURE))
+    if regressions:
+        raise typer.Exit(int(ExitCode.REGRESSION))
