@@ -89,7 +89,8 @@ def execute_build(*, tags: list[str] | None, registry: str | None, context: dict
     """
     from madengine import build as core  # lazy: keeps docker out of --help
     from madengine.cli.render import build as render
-    from madengine.context import resolve_run_context
+    from madengine.cli.render import common
+    from madengine.context import mask_secrets, resolve_run_context
     from madengine.discover import discover_models, resolve_mad_dir
     from madengine.tags import split_tags
 
@@ -113,6 +114,9 @@ def execute_build(*, tags: list[str] | None, registry: str | None, context: dict
             tools_config_given=tools_config != DEFAULT_TOOLS_CONFIG),
     )
     models = discover_models(root, split_tags(tags or []))
+    settings = {"tags": ", ".join(split_tags(tags or [])) or "all", "models": len(models), "mad_dir": root,
+                "registry": options.registry or "-", "jobs": jobs, "manifest": manifest_output}
+    err_console.print(common.config_panel("Build configuration", settings, mask_secrets(context)))
     with render.BuildDisplay(console, err_console, live_output=live_output) as display:
         result = core.build_models(models, options, progress=display)
     console.print(render.summary_table(result))

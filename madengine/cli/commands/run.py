@@ -130,6 +130,7 @@ def run(
     set_verbose(verbose)
     from madengine.atomic import write_json_atomic
     from madengine.cli.commands.build import execute_build
+    from madengine.cli.render import common
     from madengine.cli.render import run as render
     from madengine.context import mask_secrets, parse_context
     from madengine.discover import resolve_mad_dir
@@ -266,7 +267,7 @@ def run(
         cells = sum(len(keys) for keys in plan.values())
     else:
         cells = len(manifest.entries())
-    err_console.print(render.config_panel("Run configuration", settings, mask_secrets({**manifest.context,
+    err_console.print(common.config_panel("Run configuration", settings, mask_secrets({**manifest.context,
                                                                                         **context})))
     try:
         with render.RunDisplay(console, err_console, cells, live_output=live_output) as display:
@@ -291,7 +292,7 @@ def run(
         result.current_path, result.baseline_path = str(output), str(baseline)
         console.print(render_compare.compare_table(result))
         regressions = len(result.regressions)
-    for note in render.keep_alive_notes(report):
+    for note in render.notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
         run_phase = report.summary.to_dict()

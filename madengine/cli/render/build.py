@@ -215,7 +215,7 @@ def notes(result: BuildResult) -> Iterator[RenderableType]:
     seen: set[str] = set()
     for res in result.push_failures:
         cause = res.push_error or ""
-        yield Text(f"❌ push of {res.plan.docker_image} failed: {cause}", style="red")
+        yield Text(f"❌ Failed to push to registry: {cause} ({res.plan.docker_image})", style="red")
         if res.push_hint and res.push_hint not in seen:
             seen.add(res.push_hint)
             yield Text(f"💡 {res.push_hint}", style="yellow")
@@ -226,7 +226,8 @@ def notes(result: BuildResult) -> Iterator[RenderableType]:
         head = Text("Nothing to build", style="yellow")
     else:
         failed = len(result.failures)
-        head = Text(f"❌ Build failed for {failed} model(s)" if failed else "❌ Some pushes failed",
+        noun = "model" if failed == 1 else "models"
+        head = Text(f"💥 Build failed for {failed} {noun}" if failed else "❌ Some pushes failed",
                     style="bold red")
     yield head
     yield Text(f"📄 Manifest: {result.manifest_path}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
+from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -39,3 +43,18 @@ def models_table(models: list[Model]) -> Table:
         table.add_row(m.name, ", ".join(m.tags), Text(m.source, style=styles.get(m.source, "")),
                       m.dockerfile or "-", m.scripts or "-")
     return table
+
+
+def config_panel(title: str, settings: Mapping[str, Any], context: Mapping[str, Any]) -> Panel:
+    """The effective settings before execution; `context` must already be masked."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in settings.items():
+        table.add_row(key, escape(str(value)))
+    parts: list[Any] = [table]
+    context = {key: value for key, value in context.items() if value not in (None, "", [], {})}
+    if context:
+        parts += [Text("context", style="bold cyan"),
+                  Syntax(json.dumps(context, indent=2, sort_keys=True), "json", background_color="default")]
+    return Panel(Group(*parts), title=f"📋 {title}", title_align="left", border_style="blue", expand=False)

@@ -8,15 +8,12 @@ model name; elsewhere (CI logs, NO_COLOR pipes) one plain line per model start a
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.markup import escape
-from rich.panel import Panel
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.syntax import Syntax
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -29,21 +26,6 @@ STATUS_STYLE = {"SUCCESS": ("✅", "green"), "FAILURE": ("❌", "red"), "SKIPPED
 def _clip(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def config_panel(title: str, settings: Mapping[str, Any], context: Mapping[str, Any]) -> Panel:
-    """The effective settings before execution; `context` must already be masked."""
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold cyan", no_wrap=True)
-    table.add_column(overflow="fold")
-    for key, value in settings.items():
-        table.add_row(key, escape(str(value)))
-    parts: list[Any] = [table]
-    context = {key: value for key, value in context.items() if value not in (None, "", [], {})}
-    if context:
-        parts += [Text("context", style="bold cyan"),
-                  Syntax(json.dumps(context, indent=2, sort_keys=True), "json", background_color="default")]
-    return Panel(Group(*parts), title=f"📋 {title}", title_align="left", border_style="blue", expand=False)
 
 
 def phase_rule(console: Console, text: str) -> None:
@@ -138,6 +120,13 @@ def results_table(report: RunReport) -> Table:
     return table
 
 
-def keep_alive_notes(report: RunReport) -> list[str]:
-    return [f"🔍 {run.name} is still running; enter it with:  {run.exec_line}"
-            for run in report.runs if run.exec_line]
+def notes(report: RunReport) -> list[str]:
+    """Follow-ups after the table: containers kept alive, and the guide's timeout message."""
+    lines = [f"🔍 {run.name} is still running; enter it with:  {run.exec_line}"
+             for run in report.runs if run.exec_line]
+    for row in report.rows:
+        match = re.fullmatch(r"timeout after (\d+) s", row.get("reason", ""))
+        if match:
+            lines.append(f"⏱️  Operation timed out after {match.group(1)} seconds ({row.get('model', '')}): "
+                         "raise it with --timeout N, or --timeout 0 for no limit")
+    return lines
