@@ -107,10 +107,13 @@ class Credentials:
                 f"{file}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                 hint="credential.json holds one object of named credential objects", example=_EXAMPLE,
             ) from None
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        # Upstream's credential.json also holds lists of objects (``NAS_NODES``: one per NAS host).
+        if not isinstance(data, dict) or not all(
+                isinstance(v, dict) or (isinstance(v, list) and all(isinstance(i, dict) for i in v))
+                for v in data.values()):
             raise InvalidInputError(
                 f"{file}: expected an object of credential objects",
-                hint="each entry is an object of string fields", example=_EXAMPLE)
+                hint="each entry is an object of string fields (or a list of them)", example=_EXAMPLE)
         return cls(data, path=file, env=env)
 
     # ------------------------------------------------------------------------------ registry
@@ -156,10 +159,11 @@ class Credentials:
         """
         values: set[str] = set()
         for entry in self.entries.values():
-            if isinstance(entry, dict):
-                for name, value in entry.items():
-                    if is_secret_key(name):
-                        values.update(_leaves(value))
+            for item in entry if isinstance(entry, list) else [entry]:
+                if isinstance(item, dict):
+                    for name, value in item.items():
+                        if is_secret_key(name):
+                            values.update(_leaves(value))
         values.update(v for k, v in self.env.items() if SECRETS_ENV_MARKER in k)
         if self.env.get(ENV_PASSWORD):
             values.add(self.env[ENV_PASSWORD])

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock
 
@@ -55,18 +55,20 @@ class Ledger:
         self.path = self.dir / LEDGER_NAME
         self._lock = FileLock(str(self.path) + ".lock", timeout=30)
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], *, first: bool = False) -> None:
+        """Append `record` as one line (with `first`: only to a ledger that has no line yet)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+        with self._lock, open(self.path, "a+b") as handle:
+            if _drop_torn_tail(handle) and first:
+                return
+            handle.write(line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
 
     def start(self, run: dict[str, Any]) -> None:
         """Record the run itself (once; a resumed run keeps its first record)."""
-        if not self.path.exists():
-            self._append({"type": "run", **run})
+        self._append({"type": "run", **run}, first=True)
 
     def record(self, key: str, host: str, attempt: int, rows: Iterable[dict[str, str]], *,
                log_path: str = "", infra_error: bool = False) -> None:
@@ -106,6 +108,26 @@ class Ledger:
         return LedgerState(run, attempts)
 
 
+def _drop_torn_tail(handle: BinaryIO) -> int:
+    """Cut a last line without its newline (a write killed mid-way), so that an append after it is a
+    line of its own and not glued to half a record. Returns the size left."""
+    size = handle.seek(0, os.SEEK_END)
+    start = size
+    while start > 0:
+        start = max(0, start - 65536)
+        handle.seek(start)
+        tail = handle.read(size - start)
+        if tail.endswith(b"\n"):
+            return size
+        newline = tail.rfind(b"\n")
+        if newline >= 0 or start == 0:
+            size = start + newline + 1
+            handle.truncate(size)
+            break
+    handle.seek(0, os.SEEK_END)
+    return size
+
+
 def done_in_perf(rows: Iterable[dict[str, str]], run_id: str, names: dict[str, str]) -> set[tuple[str, str]]:
     """(key, host) cells that perf.csv already holds a SUCCESS/SKIPPED row of, for run `run_id`.
 
@@ -117,7 +139,8 @@ def done_in_perf(rows: Iterable[dict[str, str]], run_id: str, names: dict[str, s
         if row.get("run_id") != run_id or row.get("status") not in DONE_STATUSES:
             continue
         model = row.get("model", "")
-        for key, name in names.items():
-            if model == name or model.startswith(name + "_"):
-                done.add((key, row.get("host", "")))
+        # The longest name that fits: a row of `bert_large` is not one of `bert`'s multiple results.
+        fits = [(len(name), key) for key, name in names.items() if model == name or model.startswith(name + "_")]
+        if fits:
+            done.add((max(fits)[1], row.get("host", "")))
     return done

@@ -335,14 +335,16 @@ def workflow_summary(build_phase: Any, run_phase: Any, **extra: Any) -> dict[str
     """Combine a build summary (or None when the build was skipped) and a run summary.
 
     Phases may be dicts, RunSummary or any object with ``to_dict()``. ``overall_success`` is true only
-    when the build phase reports no failures (``failed_builds`` / ``failed``) and no run failed.
+    when the build phase reports no failures (``failed_builds`` / ``failed`` / ``failed_pushes``: a push
+    failure is a build failure, exit 2) and no run failed.
     ``extra`` keys (such as ``run_id``) are added to the result as given.
     """
     build = _as_dict(build_phase) if build_phase is not None else None
     run = _as_dict(run_phase)
     build_failures = 0
     if build is not None:
-        build_failures = _count(build.get("failed_builds")) + _count(build.get("failed"))
+        build_failures = (_count(build.get("failed_builds")) + _count(build.get("failed"))
+                          + _count(build.get("failed_pushes")))
     return {
         **extra,
         "build_phase": build,

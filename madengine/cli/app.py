@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,9 @@ from madengine.cli.commands.run import run
 from madengine.cli.console import set_verbose
 from madengine.cli.options import VerboseOpt
 from madengine.errors import ExitCode
+
+if TYPE_CHECKING:
+    from madengine.errors import MadError
 
 HELP = "Discover, build and run AI models from a MAD package, on this host or across a cluster."
 
@@ -70,6 +73,47 @@ def _accept_click_completion_style(prog_name: str) -> None:
     shell, _, instruction = os.environ.get(var, "").partition("_")
     if shell in ("bash", "zsh", "fish", "powershell", "pwsh") and instruction in ("source", "complete"):
         os.environ[var] = f"{instruction}_{shell}"
+    instruction, _, shell = os.environ.get(var, "").partition("_")
+    if instruction == "complete":
+        _expand_completion_tags(shell)
+
+
+def _expand_completion_tags(shell: str) -> None:
+    """Complete `--tags a b<TAB>` (the guide's form) as `--tags a --tags b<TAB>`, as it will be parsed.
+
+    The shell hands over the command line in COMP_WORDS/COMP_CWORD (bash) or _TYPER_COMPLETE_ARGS
+    (zsh, fish); the words before the one being completed are expanded like argv, and the word being
+    completed is a tag too when it follows tags and is not an option.
+    """
+    import shlex
+
+    from typer._click.shell_completion import split_arg_string
+
+    def expand(head: list[str], incomplete: str) -> list[str]:
+        words = expand_multi_value_tags(head)
+        taking = False
+        for word in head:
+            taking = (taking and word != "--" and not word.startswith("-")) or word in ("--tags", "-t")
+        if taking and head and head[-1] not in ("--tags", "-t") and not incomplete.startswith("-"):
+            words.append("--tags")
+        return words
+
+    if shell == "bash" and "COMP_WORDS" in os.environ:
+        cwords = split_arg_string(os.environ["COMP_WORDS"])
+        cword = int(os.environ.get("COMP_CWORD", "0") or 0)
+        if cword < 1 or not cwords:
+            return
+        incomplete = cwords[cword] if cword < len(cwords) else ""
+        head = expand(cwords[1:cword], incomplete)
+        os.environ["COMP_WORDS"] = shlex.join([cwords[0], *head, incomplete])
+        os.environ["COMP_CWORD"] = str(len(head) + 1)
+    elif shell in ("zsh", "fish") and os.environ.get("_TYPER_COMPLETE_ARGS"):
+        line = os.environ["_TYPER_COMPLETE_ARGS"]
+        cwords = split_arg_string(line)
+        incomplete = cwords.pop() if len(cwords) > 1 and not line.endswith(" ") else ""
+        head = expand(cwords[1:], incomplete)
+        os.environ["_TYPER_COMPLETE_ARGS"] = shlex.join([*cwords[:1], *head, *([incomplete] if incomplete else [])]) \
+            + ("" if incomplete else " ")
 
 
 def expand_multi_value_tags(argv: list[str]) -> list[str]:
@@ -111,6 +155,10 @@ def invoke(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> in
         _report(err)
         return int(err.exit_code)
     except typer.exceptions.TyperException as err:  # Click's usage errors, vendored by Typer
+        renamed = _renamed_option(err)
+        if renamed is not None:
+            _report(renamed)
+            return int(renamed.exit_code)
         err.show()  # type: ignore[attr-defined]
         # A bare `madengine-cli` shows the help: that is not an error.
         no_args = type(err).__name__ == "NoArgsIsHelpError"
@@ -124,6 +172,26 @@ def invoke(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> in
         _report_unexpected(err)
         return int(ExitCode.FAILURE)
     return result if isinstance(result, int) else int(ExitCode.OK)
+
+
+#: Options of the original distributed CLI that madengine-cli spells differently (guide: Breaking Changes).
+RENAMED_OPTIONS = {"--clean-cache": "--clean-docker-cache"}
+
+
+def _renamed_option(err: Exception) -> MadError | None:
+    """A usage error about a renamed option → an error that names the new spelling (exit 4)."""
+    from madengine.errors import InvalidInputError
+
+    old = getattr(err, "option_name", None)
+    new = RENAMED_OPTIONS.get(str(old))
+    if new is None:
+        return None
+    context = getattr(err, "ctx", None)
+    if context is None or not any(new in param.opts for param in context.command.params):
+        return None  # this command has no such option under either name: Click's message is right
+    command = context.command_path
+    return InvalidInputError(f"{old} is now {new}", hint=f"use {new} (same meaning: rebuild without Docker's cache)",
+                             example=f"{command} --tags dummy {new}")
 
 
 def _report(err: Exception) -> None:

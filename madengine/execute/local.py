@@ -8,6 +8,7 @@ are appended to perf.csv as each model finishes; events go to an optional listen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -19,7 +20,9 @@ from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
+    _open_log,
     execute_model,
+    log_path,
     preflight,
     preflight_context,
     prepare_context,
@@ -37,6 +40,12 @@ from madengine.manifest import Manifest, ManifestEntry
 from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
 
 logger = logging.getLogger(__name__)
+
+#: Engine error reasons that a retry cannot fix.
+PERMANENT_PULL_ERRORS = ("digest mismatch", "registry auth failed", "invalid reference")
+#: Back-off before a retry: 1 s, then 2 s, 4 s, … up to 10 s, so a registry that blinked can come back.
+RETRY_DELAY_S = 1.0
+RETRY_DELAY_MAX_S = 10.0
 
 #: Listener signature: (event, model name, data). Events: start, pull, running, line, done.
 Listener = Callable[[str, str, Mapping[str, Any]], None]
@@ -217,10 +226,33 @@ def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any]
         ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
     except EngineError as e:
         reason = "pull failed" if e.reason not in ("engine unreachable",) else e.reason
-        return ModelRun(name, [failure_row(request["model"], f"{reason}: {e}", **row_kw)], ""), True
+        # The attempt's log holds why it failed, as a container's log would.
+        log = ""
+        with contextlib.suppress(OSError):
+            Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
+            log, handle = _open_log(log_path(request["output_dir"], name, entry.image.dockerfile), request["run_id"])
+            with handle:
+                handle.write(f"$ docker pull {request['image']}\n{reason}: {e}\n".encode())
+        # A wrong digest or refused credentials will not fix themselves: not worth a retry.
+        transient = e.reason not in PERMANENT_PULL_ERRORS
+        return ModelRun(name, [failure_row(request["model"], f"{reason}: {e}", **row_kw)], log), transient
     emit("running", name, {})
     result = execute_model(engine, request, on_line=lambda line: emit("line", name, {"line": line}))
     return ModelRun(name, result["rows"], result["log_path"], result["exec_line"]), bool(result["infra_error"])
+
+
+def _remove_leftovers(engine: EngineClient, run_id: str, name: str) -> None:
+    """Remove the containers of model `name` that an earlier process of run `run_id` left behind.
+
+    A run killed with SIGKILL leaves its running container; the resumed run needs its name.
+    """
+    try:
+        for container in engine.container_list({"label": [f"madengine.run_id={run_id}", f"madengine.model={name}"]}):
+            logger.warning("%s: removing container %s left by an earlier process of run %s", name,
+                           container.get("Names", [container["Id"][:12]])[0].lstrip("/"), run_id)
+            engine.container_remove(container["Id"], force=True)
+    except EngineError as e:
+        logger.warning("%s: cannot remove the containers left by run %s: %s", name, run_id, e)
 
 
 def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
@@ -246,14 +278,23 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
     runs: list[ModelRun] = []
     for entry, request in requests:
         emit("start", entry.model.name, {"image": request["image"]})
+        if options.only is not None:
+            _remove_leftovers(engine, options.run_id, entry.model.name)
         first = previous.next_attempt(entry.key, "localhost")
-        for attempt in range(first, first + max(0, options.retries) + 1):
+        last = first + max(0, options.retries)
+        for attempt in range(first, last + 1):
             if attempt > 1:  # each attempt keeps its own log
                 request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
             run, infra = _attempt(engine, entry, request, auth, emit)
             ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
             if not infra:
                 break
+            if attempt < last:
+                reason = next((row.get("reason") for row in run.rows if row.get("reason")), "")
+                delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - first))
+                logger.warning("%s: attempt %d failed (%s); retrying in %.0f s", entry.model.name, attempt,
+                               reason, delay)
+                time.sleep(delay)
         append(run.rows)
         runs.append(run)
         emit("done", entry.model.name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})

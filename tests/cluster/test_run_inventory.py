@@ -232,8 +232,34 @@ def _force_remove_images(node_or_engine, image_ids: list[str]) -> None:
 
 
 @pytest.fixture
-def mad(tmp_path: Path, unique_name: str, cluster, docker_client, base_image, registry) -> Iterator[ClusterMad]:
+def cluster_lock(cluster) -> Iterator[None]:
+    """One cluster test at a time on this machine: several pytest sessions may share the loopback nodes,
+    and a test that kills a node's sshd or dockerd must not run beside one that needs them."""
+    import fcntl
+
+    with open(cluster.cluster_dir / "tests.lock", "a+") as handle:
+        deadline = time.monotonic() + 1800
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail("another session held the cluster test lock for 30 min", pytrace=False)
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def mad(tmp_path: Path, unique_name: str, cluster, cluster_lock, docker_client, base_image, registry,
+        ) -> Iterator[ClusterMad]:
     uid = unique_name.replace("mt-", "mc")  # model names go into image names: keep them simple
+    # Every node up (idempotent, about 1 s): an earlier test, or another session, may have killed one.
+    subprocess.run(["bash", str(REPO / "tests" / "infra" / "cluster.sh"), "up", str(len(cluster.nodes))],
+                   capture_output=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
     tree = ClusterMad(tmp_path / "mad", uid, cluster)
     for node in cluster.nodes:  # the image store of each node holds nothing of this test yet
         assert not tree.node_images(node), node.name
@@ -297,6 +323,8 @@ def only_run_id(mad: ClusterMad) -> str:
 def test_replicate_every_node_pulls_and_runs_every_model(mad: ClusterMad, cluster) -> None:
     names = [mad.add(f"m{i}", OK) for i in range(3)]
     mad.build()
+    for node in cluster.nodes:  # every layer has to come from the registry
+        assert not node.docker("images", "-aq").stdout.split(), f"{node.name}'s image store is not empty"
     since = time.time() - 1
     res = mad.run("--inventory", mad.inventory)
     assert res.code == 0, res.text
@@ -438,7 +466,8 @@ def auth_registry(tmp_path: Path) -> Iterator[AuthRegistry]:
     address = f"127.0.0.1:{port}"
     config = {"version": 0.1, "log": {"level": "warn"},
               "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True}},
-              "http": {"addr": address}, "auth": {"htpasswd": {"realm": "madengine-test", "path": str(root / "htpasswd")}}}
+              "http": {"addr": address},
+              "auth": {"htpasswd": {"realm": "madengine-test", "path": str(root / "htpasswd")}}}
     (root / "config.yml").write_text(yaml.safe_dump(config))
     log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in teardown
     proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log,
@@ -557,9 +586,10 @@ def test_plain_ansible_playbook_without_the_cli(mad: ClusterMad, cluster, tmp_pa
     }))
     since = time.time() - 1
     try:
-        done = subprocess.run([ansible_bin("ansible-playbook"), "-i", str(cluster.inventory), "playbooks/run_models.yml",
-                               "-e", f"@{vars_file}"], cwd=REPO, env=ansible_env(), capture_output=True, text=True,
-                              timeout=600, check=False, stdin=subprocess.DEVNULL)
+        argv = [ansible_bin("ansible-playbook"), "-i", str(cluster.inventory), "playbooks/run_models.yml",
+                "-e", f"@{vars_file}"]
+        done = subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600,
+                              check=False, stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
         for node in NODES:
             assert f"{node}" in done.stdout and "failed=0" in done.stdout and "unreachable=0" in done.stdout

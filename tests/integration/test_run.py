@@ -2,38 +2,39 @@
 
 Every test builds a tiny MAD tree in tmp_path whose model names carry a random prefix (``mt-1a2b3c4d_ok``),
 so images (``ci-mt-1a2b3c4d_ok_base``), containers (label ``madengine.model``) and registry repositories
-are unique; the ``mad`` fixture removes all of them after the test. Tests go through the real entry
-point (`invoke(app, ...)` in-process, or the `madengine-cli` console script in a subprocess).
+are unique; the ``mad`` fixture (conftest.py; the helpers are in madtree.py) removes all of them after the
+test. Tests go through the real entry point (`invoke(app, ...)` in-process, or the `madengine-cli`
+console script in a subprocess).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from madengine.cli.app import app, invoke
+from madtree import (
+    BASE_ARG,
+    OK,
+    REGISTRY,
+    build,
+    by_model,
+    cli,
+    cli_command,
+    mad_images,
+    perf_header,
+    perf_rows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.docker
 
-BASE_ARG = "ARG BASE_DOCKER=madengine-base:bookworm\nFROM $BASE_DOCKER\n"
-BUILD_CTX = '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}'
-REGISTRY = "127.0.0.1:5000"
 # The issue's column list, spelled out here (not imported) so that a drift in the code shows up.
 UPSTREAM_29 = [
     "model", "n_gpus", "nnodes", "gpus_per_node", "training_precision", "pipeline", "args", "tags", "docker_file",
@@ -44,158 +45,6 @@ UPSTREAM_29 = [
 ]
 OURS = ["host", "run_id", "image_digest", "reason", "started_at"]
 SUMMARY_KEYS = {"successful_runs", "failed_runs", "skipped_runs", "total_runs", "total_execution_time", "run_id"}
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-
-OK = 'echo "ok: $MAD_MODEL_NAME"\necho "performance: 42.5 items_per_second"\n'
-
-
-# ------------------------------------------------------------------------------------------- helpers
-class Mad:
-    """A MAD package in tmp_path: one shared Dockerfile, a models.json, scripts per model."""
-
-    def __init__(self, root: Path, uid: str) -> None:
-        self.root = root
-        self.uid = uid
-        self.models: list[dict[str, Any]] = []
-        self.repos: list[str] = []  # registry repositories pushed by the test
-        self.write("docker/base.Dockerfile", BASE_ARG + f"LABEL madengine.test={uid}\n")
-        self.save()
-
-    def name(self, short: str) -> str:
-        return f"{self.uid}_{short}"
-
-    def image(self, short: str) -> str:
-        return f"ci-{self.name(short)}_base"
-
-    def write(self, rel: str, text: str) -> Path:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return path
-
-    def add(self, short: str, script: str, **fields: Any) -> str:
-        """A model `<uid>_<short>` tagged with the uid and its own name; returns its name."""
-        name = self.name(short)
-        self.write(f"scripts/{short}/run.sh", "#!/bin/bash\n" + script)
-        self.models.append({"name": name, "tags": [self.uid, name], "dockerfile": "docker/base",
-                            "scripts": f"scripts/{short}/run.sh", "n_gpus": "1", "args": "", **fields})
-        self.save()
-        return name
-
-    def save(self) -> None:
-        self.write("models.json", json.dumps(self.models, indent=1))
-
-    def log(self, short: str) -> str:
-        return (self.root / f"{self.name(short)}_base.run.live.log").read_text()
-
-    def containers(self, docker_client, short: str | None = None) -> list[dict[str, Any]]:
-        """The engine's list entries of the containers (running or not) of one model of this test, or of
-        all of them. The low-level list: the SDK's inspects each container, racing other tests' removals."""
-        found = docker_client.api.containers(all=True, filters={"label": "madengine.model"})
-        want = self.name(short) if short else self.uid
-        return [c for c in found if ((c.get("Labels") or {}).get("madengine.model") or "").startswith(want)]
-
-
-@pytest.fixture
-def mad(tmp_path, unique_name, docker_client, base_image, monkeypatch) -> Iterator[Mad]:
-    tree = Mad(tmp_path / "mad", unique_name)
-    monkeypatch.chdir(tree.root)
-    yield tree
-    import docker.errors
-
-    for container in docker_client.api.containers(all=True):
-        labels = container.get("Labels") or {}
-        if unique_name in (labels.get("madengine.model") or "") or any(unique_name in n for n in container["Names"]):
-            with contextlib.suppress(docker.errors.APIError):
-                docker_client.api.remove_container(container["Id"], force=True)
-    for image in docker_client.images.list(filters={"label": f"madengine.test={unique_name}"}):
-        for ref in image.tags or [image.id]:
-            with contextlib.suppress(docker.errors.APIError):
-                docker_client.images.remove(ref, force=True)
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.images.remove(image.id, force=True)
-    for repo in tree.repos:
-        _delete_repo(repo)
-
-
-def _request(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, method=method, headers=headers or {})
-    try:
-        with _HTTP.open(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), b""
-
-
-def _delete_repo(repo: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        status, _, body = _request(f"http://{REGISTRY}/v2/{repo}/tags/list")
-        if status != 200:
-            return
-        accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
-        for tag in json.loads(body).get("tags") or []:
-            status, headers, _ = _request(f"http://{REGISTRY}/v2/{repo}/manifests/{tag}", "HEAD", {"Accept": accept})
-            digest = headers.get("Docker-Content-Digest")
-            if status == 200 and digest:
-                _request(f"http://{REGISTRY}/v2/{repo}/manifests/{digest}", "DELETE")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        """stdout + stderr without panel borders and line wrapping, for substring checks."""
-        return " ".join((self.out + "\n" + self.err).replace("│", " ").split())
-
-
-def cli(capsys, *args: str) -> Result:
-    code = invoke(app, list(args), "madengine-cli")
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-
-
-def cli_command() -> list[str]:
-    exe = shutil.which("madengine-cli")
-    return [exe] if exe else [sys.executable, "-c", "from madengine.cli.app import main; main()"]
-
-
-def perf_rows(path: Path | str = "perf.csv") -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def perf_header(path: Path | str = "perf.csv") -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return next(csv.reader(fh))
-
-
-def by_model(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
-    return {row["model"]: row for row in rows}
-
-
-def build(capsys, mad: Mad, *args: str) -> dict[str, Any]:
-    """`madengine-cli build --tags <uid>`; returns the manifest."""
-    res = cli(capsys, "build", "--tags", mad.uid, "-c", BUILD_CTX, *args)
-    assert res.code == 0, res.text
-    return json.loads((mad.root / "build_manifest.json").read_text())
-
-
-def mad_images(docker_client, mad: Mad) -> list[Any]:
-    return docker_client.images.list(filters={"label": f"madengine.test={mad.uid}"})
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # ------------------------------------------------------------------------------------------- outcomes

@@ -115,7 +115,10 @@ def execute_build(*, tags: list[str] | None, registry: str | None, context: dict
     )
     models = discover_models(root, split_tags(tags or []))
     settings = {"tags": ", ".join(split_tags(tags or [])) or "all", "models": len(models), "mad_dir": root,
-                "registry": options.registry or "-", "jobs": jobs, "manifest": manifest_output}
+                "registry": options.registry or "-", "jobs": jobs, "clean cache": "yes" if clean_docker_cache else "no",
+                "manifest": manifest_output}
+    if summary_output:
+        settings["summary"] = summary_output
     err_console.print(common.config_panel("Build configuration", settings, mask_secrets(context)))
     with render.BuildDisplay(console, err_console, live_output=live_output) as display:
         result = core.build_models(models, options, progress=display)

@@ -47,6 +47,7 @@ def compare(
     threshold: ThresholdOpt = None,
     per_model_thresholds: PerModelThresholdsOpt = None,
     output_format: Annotated[CompareFormat, typer.Option("--format", help="Output format.")] = CompareFormat.table,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json: pure JSON on stdout.")] = False,
     match_host: MatchHostOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -61,7 +62,7 @@ def compare(
     limit = core.parse_threshold(threshold) if threshold is not None else None
     result = core.compare_files(current, baseline, threshold=limit, thresholds_file=per_model_thresholds,
                                 match_host=match_host)
-    if output_format is CompareFormat.json:
+    if as_json or output_format is CompareFormat.json:
         # Plain write, not console.print: Rich would wrap or highlight, and JSON must stay pure.
         typer.echo(json.dumps(result.to_dict(), indent=2))
     elif output_format is CompareFormat.markdown:

@@ -255,7 +255,7 @@ def run(
     settings = {"manifest": manifest_file, "models": len(manifest.entries()), "mad_dir": root,
                 "registry": registry or manifest.registry or "-",
                 "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
-                "output": output, "run_id": options.run_id}
+                "output": output, "summary": summary_output or "-", "run_id": options.run_id}
     if inventory is not None:
         from madengine.execute.ansible import ClusterOptions, plan_cluster, run_cluster
 
@@ -292,10 +292,12 @@ def run(
         result.current_path, result.baseline_path = str(output), str(baseline)
         console.print(render_compare.compare_table(result))
         regressions = len(result.regressions)
+    run_phase = report.summary.to_dict()
+    if build_phase is not None:  # a full workflow: the combined build → run summary
+        console.print(common.workflow_table(workflow_summary(build_phase, run_phase)))
     for note in render.notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
-        run_phase = report.summary.to_dict()
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)
         write_json_atomic(summary_output, payload)
     if build_failed:

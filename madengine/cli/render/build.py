@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -36,6 +46,17 @@ def _clip(text: str, width: int = _LINE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+class _OverallOnly(ProgressColumn):
+    """A column shown only on the overall task (the images bar); image lines leave it blank."""
+
+    def __init__(self, column: ProgressColumn) -> None:
+        super().__init__(table_column=column.get_table_column())
+        self.column = column
+
+    def render(self, task: Task) -> RenderableType:
+        return self.column.render(task) if task.fields.get("overall") else Text("")
+
+
 class BuildDisplay:
     """The progress callback for core's build, as a context manager around the build call."""
 
@@ -48,16 +69,21 @@ class BuildDisplay:
         self._lock = threading.Lock()
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.overall: TaskID | None = None
         if not live_output and err_console.is_terminal:
+            # Spinners for each image (a build's length is unknown), one bar over the images (a known total).
             self.progress = Progress(
                 SpinnerColumn(finished_text=" "),
                 TextColumn("{task.fields[status]}", markup=False),
                 TextColumn("[bold]{task.fields[model]}[/]", table_column=Column(no_wrap=True)),
+                _OverallOnly(BarColumn(bar_width=20)), _OverallOnly(MofNCompleteColumn()),
                 TextColumn("{task.fields[image]}", style="dim", table_column=Column(no_wrap=True)),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[line]}", markup=False,
                            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
                 console=err_console, transient=True, expand=True)
+            self.overall = self.progress.add_task("images", total=0, status="▶", model="images", image="",
+                                                  line="", overall=True)
 
     def __enter__(self) -> BuildDisplay:
         if self.progress is not None:
@@ -75,6 +101,8 @@ class BuildDisplay:
                 self.models[image] = text.split(", ")[0] if text else image
                 self.styles[image] = _PREFIX_STYLES[len(self.styles) % len(_PREFIX_STYLES)]
             if self.progress is not None:
+                if self.overall is not None:
+                    self.progress.update(self.overall, total=len(self.models))
                 shared = text.count(", ")
                 model = self.models[image] + (f" (+{shared} shared)" if shared else "")
                 self.tasks[image] = self.progress.add_task(
@@ -133,6 +161,8 @@ class BuildDisplay:
             line = f"built in {text}" if event == "done" else _clip(text)
             self.progress.update(task, status=status, line=line, total=1, completed=1)
             self.progress.stop_task(task)
+            if self.overall is not None:
+                self.progress.advance(self.overall)
 
     def _plain(self, image: str, event: str, text: str) -> None:
         model = escape(self.models.get(image, image))
@@ -230,6 +260,12 @@ def notes(result: BuildResult) -> Iterator[RenderableType]:
         head = Text(f"💥 Build failed for {failed} {noun}" if failed else "❌ Some pushes failed",
                     style="bold red")
     yield head
+    if result.failures:
+        # The guide's debugging steps for build failures.
+        yield Text("💡 Each failed model's build log is named above; --verbose shows more detail, "
+                   "--live-output streams the build, --clean-docker-cache rules out a stale cache"
+                   + ("" if result.summary_path else ", and --summary-output FILE records every error"),
+                   style="yellow")
     yield Text(f"📄 Manifest: {result.manifest_path}")
     if result.summary_path:
         yield Text(f"📄 Summary: {result.summary_path}")

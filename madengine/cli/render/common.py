@@ -58,3 +58,37 @@ def config_panel(title: str, settings: Mapping[str, Any], context: Mapping[str, 
         parts += [Text("context", style="bold cyan"),
                   Syntax(json.dumps(context, indent=2, sort_keys=True), "json", background_color="default")]
     return Panel(Group(*parts), title=f"📋 {title}", title_align="left", border_style="blue", expand=False)
+
+
+def _mark(ok: bool) -> Text:
+    return Text("✅ success", style="green") if ok else Text("❌ failed", style="bold red")
+
+
+def workflow_table(summary: Mapping[str, Any]) -> Table:
+    """After a full workflow (build → run): one row per phase and the overall result.
+
+    `summary` is :func:`madengine.results.workflow_summary`'s dict (what --summary-output writes).
+    """
+    build = summary.get("build_phase") or {}
+    run = summary.get("run_phase") or {}
+    table = Table(title="Workflow summary", title_justify="left")
+    table.add_column("phase", style="bold", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("details")
+    table.add_column("time", justify="right")
+    built, failed = len(build.get("successful_builds") or []), len(build.get("failed_builds") or [])
+    pushes_failed, skipped = len(build.get("failed_pushes") or []), len(build.get("skipped_models") or [])
+    details = f"{built} image(s) built, {failed} model(s) failed"
+    if pushes_failed:
+        details += f", {pushes_failed} push(es) failed"
+    if skipped:
+        details += f", {skipped} skipped"
+    table.add_row("🔨 Build", _mark(not failed and not pushes_failed), details,
+                  f"{float(build.get('wall_time') or 0):.1f}s")
+    ok_runs, bad_runs = len(run.get("successful_runs") or []), len(run.get("failed_runs") or [])
+    skipped_runs = len(run.get("skipped_runs") or [])
+    table.add_row("🚀 Run", _mark(not bad_runs),
+                  f"{ok_runs} succeeded, {bad_runs} failed, {skipped_runs} skipped",
+                  f"{float(run.get('total_execution_time') or 0):.1f}s")
+    table.add_row("Overall", _mark(bool(summary.get("overall_success"))), "", "")
+    return table

@@ -127,6 +127,6 @@ def notes(report: RunReport) -> list[str]:
     for row in report.rows:
         match = re.fullmatch(r"timeout after (\d+) s", row.get("reason", ""))
         if match:
-            lines.append(f"⏱️  Operation timed out after {match.group(1)} seconds ({row.get('model', '')}): "
+            lines.append(f"⏱️ Operation timed out after {match.group(1)} seconds ({row.get('model', '')}): "
                          "raise it with --timeout N, or --timeout 0 for no limit")
     return lines
