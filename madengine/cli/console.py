@@ -7,11 +7,32 @@ progress, warnings and errors, so piping stdout stays clean.
 from __future__ import annotations
 
 import logging
+import os
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-console = Console()
-err_console = Console(stderr=True)
+#: Width of output to a file or pipe (a CI log) when COLUMNS does not set one: Rich's 80 would cut
+#: performance numbers and metric names in the results tables short.
+PIPE_WIDTH = 120
+
+
+class _Console(Console):
+    """A Console that is :data:`PIPE_WIDTH` wide when it writes to a file or pipe and COLUMNS is unset."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if not self.is_terminal and not os.environ.get("COLUMNS"):
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 
 class Settings:

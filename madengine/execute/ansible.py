@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,19 @@ from madengine.atomic import write_json_atomic
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
-from madengine.execute.local import Listener, ModelRun, RunOptions, RunReport, run_context
+from madengine.execute.local import (
+    RETRY_DELAY_MAX_S,
+    RETRY_DELAY_S,
+    Listener,
+    ModelRun,
+    RunOptions,
+    RunReport,
+    row_sink,
+    run_context,
+)
+from madengine.ledger import Ledger
 from madengine.manifest import Manifest
-from madengine.results import PerfCsv, summarize
+from madengine.results import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +165,21 @@ def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict
 class _Collector:
     """Turns runner events into rows as they arrive; thread-safe (runner callbacks)."""
 
-    def __init__(self, plan: Mapping[str, list[str]], names: Mapping[str, str], perf: PerfCsv,
-                 listener: Listener, run_id: str) -> None:
+    def __init__(self, plan: Mapping[str, list[str]], names: Mapping[str, str],
+                 sink: Callable[[list[dict[str, str]]], None], listener: Listener, run_id: str,
+                 ledger: Ledger, final: bool) -> None:
         self.plan = plan
         self.names = names
-        self.perf = perf
+        self.sink = sink
         self.emit = listener
         self.run_id = run_id
+        self.ledger = ledger
+        state = ledger.load()
+        self.attempts = {(host, key): state.next_attempt(key, host) for host, keys in plan.items() for key in keys}
+        #: The last attempt: infrastructure failures are final rows instead of retries.
+        self.final = final
         self.done: dict[tuple[str, str], ModelRun] = {}
+        self.retry: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
 
     def _next(self, host: str) -> str | None:
@@ -202,9 +219,7 @@ class _Collector:
         rows = [_host_failure(dict(row)) if res.get("infra_error") else dict(row) for row in res.get("rows") or []]
         run = ModelRun(f"{host}:{self.names.get(key, key)}", rows, str(res.get("log_path") or ""),
                        str(res.get("exec_line") or ""))
-        self.done[(host, key)] = run
-        self.perf.append(rows)
-        self.emit("done", self._cell(host, key), {"rows": rows, "log_path": run.log_path})
+        self._settle(host, key, run, bool(res.get("infra_error")))
         following = self._next(host)
         if following:
             self.emit("running", self._cell(host, following), {})
@@ -215,9 +230,18 @@ class _Collector:
                 continue
             model = {"name": self.names.get(key, key)}
             rows = [failure_row(model, reason, host=host, run_id=self.run_id)]
-            self.done[(host, key)] = ModelRun(f"{host}:{model['name']}", rows, "")
-            self.perf.append(rows)
-            self.emit("done", self._cell(host, key), {"rows": rows})
+            self._settle(host, key, ModelRun(f"{host}:{model['name']}", rows, ""), True)
+
+    def _settle(self, host: str, key: str, run: ModelRun, infra: bool) -> None:
+        """Ledger every attempt; write rows unless an infrastructure failure will be retried."""
+        self.ledger.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
+                           infra_error=infra)
+        self.done[(host, key)] = run
+        if infra and not self.final:
+            self.retry.add((host, key))
+            return
+        self.sink(run.rows)
+        self.emit("done", self._cell(host, key), {"rows": run.rows, "log_path": run.log_path})
 
 
 def _host_failure(row: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +268,33 @@ def plan_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOption
     return schedule.shard(keys, hosts, schedule.estimates_for(str(options.output), models))
 
 
+def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, extravars: dict[str, Any],
+          secrets: dict[str, Any], collector: _Collector) -> None:
+    """One ansible-runner play; afterwards every planned cell of the collector is settled."""
+    secret_dir = Path(tempfile.mkdtemp(prefix="madengine-secrets-"))
+    control_dir = _control_dir()
+    secret_file = secret_dir / "secrets.json"
+    try:
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(secrets, handle)
+        runner = ansible_runner.run(
+            private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
+            inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
+            envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
+            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
+        _close_control_masters(control_dir)
+    stats = runner.stats or {}
+    for host in collector.plan:
+        if host in (stats.get("dark") or {}):
+            collector._fail_rest(host, "host unreachable")
+        else:
+            collector._fail_rest(host, f"host failed: play ended with status {runner.status}"
+                                 if runner.status != "successful" else "host failed: no result returned")
+
+
 def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions, mad_dir: Path,
                 listener: Listener | None = None) -> tuple[RunReport, Path]:
     """Run the manifest on the inventory's hosts; returns the report and the kept private data dir."""
@@ -251,6 +302,8 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
 
     emit = listener or (lambda *_: None)
     plan = plan_cluster(manifest, options, cluster)
+    if options.only is not None:  # --resume / --rerun-failed
+        plan = {host: [key for key in keys if (key, host) in options.only] for host, keys in plan.items()}
     names = {entry.key: entry.model.name for entry in manifest.entries()}
     if cluster.image_transfer == "registry" and not (options.registry or manifest.registry):
         unpushed = [e.model.name for e in manifest.entries() if not e.image.registry_image]
@@ -287,35 +340,32 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         extravars["run_models_tools_config"] = str(options.tools_config)
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
-    secret_dir = Path(tempfile.mkdtemp(prefix="madengine-secrets-"))
-    control_dir = _control_dir()
-    secret_file = secret_dir / "secrets.json"
-    perf = PerfCsv(options.output)
-    collector = _Collector(plan, names, perf, emit, options.run_id)
+    ledger = Ledger(options.runs_dir, options.run_id)
+    ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
+    sink = row_sink(options)
     for host, keys in plan.items():
         for key in keys:
             emit("start", f"{host} · {names[key]}", {"image": ""})
     started = time.monotonic()
-    try:
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_secret_vars(manifest, options, mad_dir), handle)
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd), ident="play", playbook=PLAYBOOK,
-            inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
-            envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
-            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
-    finally:
-        shutil.rmtree(secret_dir, ignore_errors=True)
-        _close_control_masters(control_dir)
-    stats = runner.stats or {}
-    for host in plan:
-        if host in (stats.get("dark") or {}):
-            collector._fail_rest(host, "host unreachable")
-        else:
-            collector._fail_rest(host, f"host failed: play ended with status {runner.status}"
-                                 if runner.status != "successful" else "host failed: no result returned")
-    runs = [collector.done[(host, key)] for host, keys in plan.items() for key in keys]
+    settled: dict[tuple[str, str], ModelRun] = {}
+    pending = {host: keys for host, keys in plan.items() if keys}
+    for attempt in range(max(0, options.retries) + 1):
+        if attempt:
+            delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - 1))
+            logger.warning("retrying %d model run(s) after infrastructure failures in %.0f s",
+                           sum(map(len, pending.values())), delay)
+            time.sleep(delay)
+        collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
+                               final=attempt == max(0, options.retries))
+        extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
+        _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
+              _secret_vars(manifest, options, mad_dir), collector)
+        settled.update(collector.done)
+        pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
+        pending = {host: keys for host, keys in pending.items() if keys}
+        if not pending:
+            break
+    runs = [settled[(host, key)] for host, keys in plan.items() for key in keys if (host, key) in settled]
     rows = [row for run in runs for row in run.rows]
     report = RunReport(options.run_id, runs, summarize(rows, options.run_id, time.monotonic() - started))
     return report, pdd

@@ -323,6 +323,12 @@ step_pip
 # sshd test nodes are started per test with their own config; they need this directory.
 mkdir -p /run/sshd 2>/dev/null || true
 
+# Ansible test deps (community.docker & co. from the `ansible` wheel, ansible-test's offline pip
+# bootstrap, the molecule node image), then three loopback cluster nodes (sshd + dockerd each).
+bash "$REPO_ROOT/tests/infra/ansible_deps.sh"
+bash "$REPO_ROOT/tests/infra/cluster.sh" up "${MADENGINE_TEST_NODES:-3}"
+SUMMARY+=("ansible test deps ready; ${MADENGINE_TEST_NODES:-3} cluster nodes up (tests/infra/cluster.sh status)")
+
 echo
 echo "madengine test infra is up ($(elapsed "$T_START")):"
 for line in "${SUMMARY[@]}"; do echo "  - $line"; done

@@ -137,6 +137,9 @@ def test_verbose_adds_a_rich_traceback_without_locals() -> None:
 def test_unexpected_error_is_exit_1_with_hint_and_traceback_only_verbose(capsys, monkeypatch) -> None:
     """Exit Codes: 1 = unexpected errors; Error Handling: stack traces in verbose mode only."""
     import madengine.discover
+    from madengine.cli.console import settings
+
+    monkeypatch.setattr(settings, "verbose", False)  # process-wide: an earlier in-process --verbose sets it
 
     def boom(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
@@ -308,6 +311,63 @@ def test_workflow_summary_table_renders_both_phases() -> None:
     assert pushed["overall_success"] is False
 
 
+def test_progress_bars_count_images_and_host_model_cells() -> None:
+    """Output → Progress Tracking: on a terminal, a bar over the images to build and one over the runs
+    (hosts × models in a cluster run: one cell per host and model)."""
+    from madengine.cli.render.build import BuildDisplay
+    from madengine.cli.render.run import RunDisplay
+
+    def terminal() -> tuple[Console, io.StringIO]:
+        buf = io.StringIO()
+        return Console(file=buf, width=140, force_terminal=True, color_system=None), buf
+
+    err, buf = terminal()
+    with BuildDisplay(Console(file=io.StringIO()), err) as display:
+        for image, models in (("ci-a_x", "a"), ("ci-b_x", "b, c")):
+            display(image, "queued", models)
+        for image in ("ci-a_x", "ci-b_x"):
+            display(image, "start", "docker build ...")
+            display(image, "done", "1.00s")
+        assert display.progress is not None and display.overall is not None
+        overall = display.progress.tasks[display.overall]
+        assert (overall.total, overall.completed) == (2, 2)
+        display.progress.refresh()
+    assert re.search(r"images\s+━+\s+2/2", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()))
+    err, buf = terminal()
+    cells = [f"{host} · {model}" for host in ("node1", "node2") for model in ("a", "b")]
+    with RunDisplay(Console(file=io.StringIO()), err, len(cells)) as display:
+        for cell in cells:
+            display("start", cell, {"image": "img"})
+            display("running", cell, {})
+            display("done", cell, {"rows": [{"status": "SUCCESS"}]})
+        assert display.progress is not None and display.overall is not None
+        overall = display.progress.tasks[display.overall]
+        assert (overall.total, overall.completed) == (4, 4)
+        display.progress.refresh()
+    assert re.search(r"models\s+━+\s+4/4", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()))
+
+
+def test_dumb_terminal_gets_plain_lines_not_a_spinner(monkeypatch) -> None:
+    """Output degrades cleanly on a terminal that cannot redraw (TERM=dumb): plain lines, no Progress."""
+    from madengine.cli.render.build import BuildDisplay
+    from madengine.cli.render.run import RunDisplay
+
+    monkeypatch.setenv("TERM", "dumb")
+    buf = io.StringIO()
+    err = Console(file=buf, width=100, force_terminal=True)
+    with BuildDisplay(Console(file=io.StringIO()), err) as build_display:
+        assert build_display.progress is None
+        build_display("ci-a_x", "queued", "a")
+        build_display("ci-a_x", "start", "docker build ...")
+        build_display("ci-a_x", "built", "1.00s")
+    with RunDisplay(Console(file=io.StringIO()), err, 1) as run_display:
+        assert run_display.progress is None
+        run_display("start", "a", {"image": "ci-a_x"})
+        run_display("done", "a", {"rows": [{"status": "SUCCESS"}]})
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue()).splitlines()
+    assert lines == ["🔨 a: building ci-a_x", "✅ a: built ci-a_x in 1.00s", "▶ a: starting (ci-a_x)", "✅ a: SUCCESS"]
+
+
 @pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1"}], ids=["piped", "piped+NO_COLOR"])
 def test_piped_output_is_plain(tmp_path, env) -> None:
     """Output degrades cleanly in CI logs (stdout/stderr not a terminal) and with NO_COLOR: tables and
@@ -315,6 +375,7 @@ def test_piped_output_is_plain(tmp_path, env) -> None:
     table = sh(CLI, "discover", "--mad-dir", str(EXAMPLE), **env)
     assert table.returncode == 0
     assert "Discovered models" in table.stdout and "dummy2/dummy_2" in table.stdout
+    assert "scripts/dummy3/run.sh" in table.stdout  # a CI log is 120 columns wide: cells are not cut
     exported = sh(CLI, "export-config", "--mad-dir", str(EXAMPLE), "--tags", "dummy", "-c", CTX, "--output",
                   str(tmp_path / "e.json"), **env)
     assert exported.returncode == 0 and "✅ Wrote" in exported.stderr
@@ -339,6 +400,34 @@ def test_json_outputs_stay_pure_json(tmp_path) -> None:
                                  str(upstream / "perf_baseline.csv"), "--format", "json", **env).stdout
     for done in (discovered, compared):
         assert "\x1b[" not in done.stdout
+
+
+# ------------------------------------------------------------------------ Best Practices
+def test_every_remote_step_of_the_ansible_role_has_a_timeout() -> None:
+    """Best Practices → Set appropriate timeouts: on cluster hosts (Ansible), every task that touches the
+    host has a `timeout:`, so a hung pull, sync or run cannot hang the play (the run task's timeout is the
+    model's --timeout plus a margin; tests/cluster covers a remote model timeout for real)."""
+    import yaml
+
+    role = REPO / "collections" / "ansible_collections" / "mad" / "engine" / "roles" / "run_models"
+    local_only = ("set_fact", "include_tasks", "import_tasks", "debug", "meta", "assert", "fail")
+
+    def tasks(items: list[dict]) -> list[dict]:
+        found = []
+        for item in items or []:
+            nested = [key for key in ("block", "rescue", "always") if key in item]
+            found += [t for key in nested for t in tasks(item[key])] if nested else [item]
+        return found
+
+    checked = []
+    for path in sorted((role / "tasks").glob("*.yml")):
+        for task in tasks(yaml.safe_load(path.read_text())):
+            action = next(key for key in task if "." in key or key in local_only)
+            if action.rsplit(".", 1)[-1] in local_only:
+                continue
+            checked.append(task["name"])
+            assert "timeout" in task, f"{path.name}: task {task['name']!r} ({action}) has no timeout"
+    assert len(checked) >= 6
 
 
 # ------------------------------------------------------------------------ Migration Guide

@@ -70,7 +70,8 @@ class BuildDisplay:
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self.overall: TaskID | None = None
-        if not live_output and err_console.is_terminal:
+        # A dumb terminal (TERM=dumb) cannot redraw: it gets the plain lines, like a CI log.
+        if not live_output and err_console.is_terminal and not err_console.is_dumb_terminal:
             # Spinners for each image (a build's length is unknown), one bar over the images (a known total).
             self.progress = Progress(
                 SpinnerColumn(finished_text=" "),

@@ -42,7 +42,7 @@ class RunDisplay:
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self.overall: TaskID | None = None
-        if not live_output and err_console.is_terminal:
+        if not live_output and err_console.is_terminal and not err_console.is_dumb_terminal:
             self.progress = Progress(
                 SpinnerColumn(finished_text=" "),
                 TextColumn("{task.fields[status]}", markup=False),

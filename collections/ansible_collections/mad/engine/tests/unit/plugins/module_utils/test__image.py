@@ -87,8 +87,8 @@ def test_present_without_the_digest_is_pulled_again():
 
 def test_check_mode_predicts_without_pulling():
     engine = FakeEngine()
-    assert ensure_image(engine, REPO, DIGEST, check_mode=True) == {"changed": True, "image": REPO, "id": "",
-                                                                    "digest": DIGEST}
+    result = ensure_image(engine, REPO, DIGEST, check_mode=True)
+    assert result == {"changed": True, "image": REPO, "id": "", "digest": DIGEST}
     assert [c[0] for c in engine.calls] == ["inspect"]
 
 

@@ -14,12 +14,12 @@ ENGINE = {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41", "Os": "linux", "Arc
 
 
 def test_snapshot_without_gpu_tools_runs_none(monkeypatch):
-    tools = {argv[0] for _, argv in _sysenv.GPU_TOOLS}
+    tools = {tool[1][0] for tool in _sysenv.GPU_TOOLS}
     real_run = _sysenv.subprocess.run
 
     def run(argv, *args, **kwargs):
         assert argv[0] not in tools, "no GPU tool exists, so none may run"
-        return real_run(argv, *args, **kwargs)  # platform's own `uname -p`
+        return real_run(argv, *args, check=kwargs.pop("check", False), **kwargs)  # platform's `uname -p`
 
     monkeypatch.setattr(_sysenv.subprocess, "run", run)
     snap = snapshot(ENGINE, which=lambda name: None)
