@@ -212,6 +212,11 @@ def host_sums(rows: list[dict[str, str]]) -> dict[str, float]:
     return sums
 
 
+def event_files(run_dir: Path) -> list[Path]:
+    """The runner's event files of a run (the first play: ``artifacts/play-1/``; no retries here)."""
+    return sorted((run_dir / "artifacts").glob("play*/job_events/*.json"))
+
+
 def created(event: dict) -> float:
     """An event's time (ansible-runner writes UTC without an offset)."""
     when = dt.datetime.fromisoformat(event["created"])
@@ -223,7 +228,7 @@ def item_walls(run_dir: Path) -> list[float]:
     or the previous model's result to this model's result (runner events)."""
     last: dict[str, float] = {}
     walls = []
-    events = [json.loads(path.read_text()) for path in (run_dir / "artifacts" / "play" / "job_events").glob("*.json")]
+    events = [json.loads(path.read_text()) for path in event_files(run_dir)]
     for event in sorted(events, key=lambda e: e["counter"]):
         data = event.get("event_data") or {}
         if data.get("task_action") not in ("mad.engine.run_model", "run_model"):
@@ -239,7 +244,7 @@ def item_walls(run_dir: Path) -> list[float]:
 def models_phase(run_dir: Path) -> float:
     """Seconds from the first 'Run the models' start to its last per-host end (runner events)."""
     starts, ends = [], []
-    for path in (run_dir / "artifacts" / "play" / "job_events").glob("*.json"):
+    for path in event_files(run_dir):
         event = json.loads(path.read_text())
         data = event.get("event_data") or {}
         if data.get("task_action") not in ("mad.engine.run_model", "run_model"):
@@ -256,7 +261,7 @@ def task_breakdown(run_dir: Path) -> list[tuple[str, float]]:
     """Per task of the play: seconds from its start to the start of the next (runner events)."""
     starts: list[tuple[float, str]] = []
     last = 0.0
-    for path in (run_dir / "artifacts" / "play" / "job_events").glob("*.json"):
+    for path in event_files(run_dir):
         event = json.loads(path.read_text())
         when = created(event)
         last = max(last, when)
@@ -338,7 +343,7 @@ def fanout(mad: Path, hosts: list[str]) -> None:
         print(f"  round {r + 1}: wall {wall:.2f} s, ideal {ideals[-1]:.2f} s, ping {pings[-1]:.2f} s, "
               f"models phase {models_phase(run_dir):.2f} s, overhead over ping {overheads[-1]:.2f} s")
         print(f"           {cpu}")
-    events = (run_dir / "artifacts" / "play" / "job_events").glob("*.json")
+    events = event_files(run_dir)
     first = min(created(json.loads(path.read_text())) for path in events)
     before = cpu_snapshot()
     ping()

@@ -87,7 +87,16 @@ def _expand_completion_tags(shell: str) -> None:
     """
     import shlex
 
-    from typer._click.shell_completion import split_arg_string
+    def split_arg_string(line: str) -> list[str]:
+        """Shell words, as Click splits them: an unfinished quote ends the last word."""
+        lex = shlex.shlex(line, posix=True)
+        lex.whitespace_split, lex.commenters = True, ""
+        words: list[str] = []
+        try:
+            words.extend(lex)
+        except ValueError:
+            words.append(lex.token)
+        return words
 
     def expand(head: list[str], incomplete: str) -> list[str]:
         words = expand_multi_value_tags(head)
