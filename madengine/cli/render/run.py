@@ -66,12 +66,17 @@ class RunDisplay:
         progress = self.progress
         if event == "start":
             if progress is not None:
-                self.tasks[model] = progress.add_task(model, total=1, status="⏳", line="queued")
+                # Not started: the elapsed time counts from "running", not from the queue (a cell of a
+                # 20-node run can wait minutes for its host).
+                self.tasks[model] = progress.add_task(model, total=1, status="⏳", line="queued", start=False)
             else:
-                self.err.print(f"▶ {model}: starting ({data.get('image', '')})", highlight=False)
+                image = data.get("image") or ""
+                self.err.print(f"▶ {model}: starting" + (f" ({image})" if image else ""), highlight=False)
         elif event == "pull" and progress is not None:
-            progress.update(self.tasks[model], line=f"checking image {data.get('image', '')}")
+            image = data.get("image") or ""
+            progress.update(self.tasks[model], status="⬇️ ", line=f"checking image {image}" if image else "pulling")
         elif event == "running" and progress is not None:
+            progress.start_task(self.tasks[model])
             progress.update(self.tasks[model], status="🔄", line="running")
         elif event == "line":
             line = str(data.get("line", ""))

@@ -218,7 +218,6 @@ def run_container(
     code while the container itself stays up (keep-alive commands write it to a file), or None.
     """
     outcome = ContainerOutcome()
-    deadline = Deadline(timeout)
     pump: _LogPump | None = None
     started_at: float | None = None
     stopped = False  # the container has stopped, so its log stream ends by itself
@@ -226,6 +225,8 @@ def run_container(
         outcome.container_id = container_id = _create(engine, body, name)
         engine.container_start(container_id)
         started_at = time.monotonic()
+        # The limit is on the model's own run time: it starts once the container does.
+        deadline = Deadline(timeout)
         pump = _LogPump(engine, container_id, log, on_line, tty=bool(body.get("Tty")))
         pump.start()
         try:

@@ -9,6 +9,7 @@ the log path and its tail. Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -183,6 +184,10 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
 
     # Docker creates the bind mountpoint `run_directory` inside the MAD root and it is left there:
     # removing it would detach the run directory of a concurrent run's container using the same root.
+    # A container of this name can only be an earlier attempt of this very run (the name holds the run
+    # ID) that its host or process did not live to remove: it must not block the retry.
+    with contextlib.suppress(EngineError):
+        engine.container_remove(name, force=True)
     try:
         log, handle = _open_log(log, run_id)
         with handle:
