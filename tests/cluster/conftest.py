@@ -16,9 +16,12 @@ This file must not import madengine itself.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +158,29 @@ def load_cluster(cluster_json: Path) -> LoopbackCluster:
     )
 
 
+@contextlib.contextmanager
+def _tests_lock() -> Iterator[None]:
+    """The lock that test_run_inventory.py holds while a test uses (or kills) nodes: a pytest session
+    starting meanwhile on this machine must not restart a node that such a test has just killed."""
+    cluster_dir = Path(os.environ.get("MADENGINE_CLUSTER_DIR")
+                       or Path(os.environ.get("MADENGINE_TEST_STATE_DIR", "/var/lib/madengine-test")) / "cluster")
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    with open(cluster_dir / "tests.lock", "a+") as handle:
+        deadline = time.monotonic() + 1800
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{cluster_dir / 'tests.lock'} held by another session for 30 min") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> LoopbackCluster:
     """3 loopback test nodes, up (``cluster.sh up 3``); their inventory and facts."""
@@ -163,7 +189,8 @@ def cluster() -> LoopbackCluster:
     if os.geteuid() != 0:
         pytest.fail(f"the test cluster needs root; {UP_HINT}", pytrace=False)
     try:
-        proc = _cluster_sh("up", str(CLUSTER_SIZE), timeout=300)
+        with _tests_lock():
+            proc = _cluster_sh("up", str(CLUSTER_SIZE), timeout=300)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"{exc}\n{UP_HINT}", pytrace=False)
     inventory = Path(proc.stdout.strip().splitlines()[-1])

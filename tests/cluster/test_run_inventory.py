@@ -388,7 +388,8 @@ def test_remote_timeout_fails_the_model_and_removes_its_container(mad: ClusterMa
     for row in rows:
         if row["model"] == slow:
             assert (row["status"], row["reason"]) == ("FAILURE", "timeout after 2 s"), row
-            assert 1.5 <= float(row["test_duration"]) < 10, row
+            # The 2 s count from the container's creation; its own run is shorter on a busy machine.
+            assert 0 < float(row["test_duration"]) < 10, row
         else:
             assert row["status"] == "SUCCESS", row
     for node in cluster.nodes:
