@@ -46,6 +46,7 @@ from madengine.atomic import write_json_atomic
 from madengine.context import mask_secrets
 from madengine.credentials import Credentials, mask_deep, secret_context_values
 from madengine.errors import InvalidInputError
+from madengine.jsonfile import read_json_document
 from madengine.model import Model
 
 EXECUTION_CONFIG_VERSION = 1
@@ -266,26 +267,11 @@ def load_execution_config(path: Path | str) -> ExecutionConfig:
     """
     file = Path(path)
     where = str(file)
-    if not file.exists():
-        raise InvalidInputError(f"Execution config not found: {where}",
-                                hint="export one first (it writes execution_config.json), or point "
-                                     "--execution-config at an existing file",
-                                example=_EXPORT_EXAMPLE)
-    if file.is_dir():
-        raise InvalidInputError(f"Execution config {where} is a folder, not a file",
-                                hint="--execution-config takes the execution_config.json file itself")
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InvalidInputError(f"Execution config {where} cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"Execution config {where} is not UTF-8 text ({exc.reason})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"Execution config {where} is malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-            hint="it was probably truncated or edited by hand: export it again", example=_EXPORT_EXAMPLE) from None
+    data = read_json_document(
+        file, "Execution config", option="--execution-config",
+        missing_hint="export one first (it writes execution_config.json), or point --execution-config at an "
+                     "existing file",
+        malformed_hint="it was probably truncated or edited by hand: export it again", example=_EXPORT_EXAMPLE)
     config = execution_config_from_dict(data, where=where)
     config.path = file
     return config

@@ -24,7 +24,6 @@ image runs its first model only: a deliberate difference (one image, one build) 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from typing import Any
 
 from madengine.atomic import write_json_atomic
 from madengine.errors import InvalidInputError
+from madengine.jsonfile import read_json_document
 from madengine.model import Model
 
 MANIFEST_VERSION = 1
@@ -188,27 +188,12 @@ def load_manifest(path: Path | str) -> Manifest:
     """
     file = Path(path)
     where = str(file)
-    if not file.exists():
-        raise InvalidInputError(f"Build manifest not found: {where}",
-                                hint="build first (it writes build_manifest.json), or point "
-                                     "--manifest-file at the manifest of an earlier build",
-                                example=_REBUILD)
-    if file.is_dir():
-        raise InvalidInputError(f"Build manifest {where} is a folder, not a file",
-                                hint="--manifest-file takes the build_manifest.json file itself")
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InvalidInputError(f"Build manifest {where} cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"Build manifest {where} is not UTF-8 text ({exc.reason})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"Build manifest {where} is malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-            hint="it was probably truncated or edited by hand: build again to regenerate it",
-            example=_REBUILD) from None
+    data = read_json_document(
+        file, "Build manifest", option="--manifest-file",
+        missing_hint="build first (it writes build_manifest.json), or point --manifest-file at the manifest "
+                     "of an earlier build",
+        malformed_hint="it was probably truncated or edited by hand: build again to regenerate it",
+        example=_REBUILD)
     manifest = manifest_from_dict(data, where=where)
     manifest.path = file
     return manifest

@@ -1,0 +1,35 @@
+"""Reading the JSON documents madengine hands between stages (manifest, execution config), with
+one-screen, exit-4 errors that name the file and say how to get a good one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from madengine.errors import InvalidInputError
+
+
+def read_json_document(path: Path | str, what: str, *, option: str, missing_hint: str, malformed_hint: str,
+                       example: str | None = None) -> Any:
+    """The parsed JSON of `path`. Raises InvalidInputError when it is missing, a folder, unreadable,
+    not UTF-8, or malformed (with line and column)."""
+    file = Path(path)
+    where = str(file)
+    if not file.exists():
+        raise InvalidInputError(f"{what} not found: {where}", hint=missing_hint, example=example)
+    if file.is_dir():
+        raise InvalidInputError(f"{what} {where} is a folder, not a file",
+                                hint=f"{option} takes the {file.name} file itself")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InvalidInputError(f"{what} {where} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{what} {where} is not UTF-8 text ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{what} {where} is malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            hint=malformed_hint, example=example) from None
