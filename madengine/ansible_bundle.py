@@ -51,8 +51,8 @@ from madengine import __version__
 from madengine.atomic import write_bytes_atomic
 from madengine.credentials import CREDENTIAL_FILE, Credentials, mask_deep, mask_text, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import ExecutionConfig, execution_config_from_dict
-from madengine.manifest import Manifest, ManifestEntry, manifest_from_dict
+from madengine.export import ExecutionConfig, execution_config_from_dict, select_entries
+from madengine.manifest import Manifest, manifest_from_dict
 
 ROLE = "mad.engine.run_models"
 DEFAULT_PLAYBOOK = "madengine_distributed.yml"
@@ -176,32 +176,6 @@ def _check_playbook_name(name: str) -> str:
         raise InvalidInputError(f"--output {name!r} is a file name the bundle uses for something else",
                                 hint=f"use another name, e.g. {DEFAULT_PLAYBOOK}")
     return name
-
-
-def _select(manifest: Manifest, config: ExecutionConfig, skipped: list[dict[str, str]],
-            notes: list[str]) -> list[ManifestEntry]:
-    """The manifest entries the execution config selects (all of them when it names no model)."""
-    entries = manifest.entries()
-    if not entries:
-        where = f" {manifest.path}" if manifest.path else ""
-        raise InvalidInputError(f"Build manifest{where} has no built models to run",
-                                hint="build again: a model whose build failed cannot be run")
-    if not config.models:
-        return entries
-    wanted = {m.name for m in config.models}
-    chosen = [e for e in entries if e.model.name in wanted]
-    for entry in entries:
-        if entry.model.name not in wanted:
-            skipped.append({"model": entry.model.name, "reason": "not in the execution config"})
-    for name in sorted(wanted - {e.model.name for e in entries}):
-        notes.append(f"model {name} is in the execution config but not in the build manifest: not run")
-    if not chosen:
-        raise InvalidInputError(
-            "No model of the execution config is in the build manifest",
-            hint="export the config and build with the same --tags",
-            example="madengine-cli export-config --tags dummy -c CONTEXT\n"
-                    "madengine-cli build --tags dummy -c CONTEXT --registry HOST:PORT")
-    return chosen
 
 
 def _run_options(config: ExecutionConfig) -> dict[str, Any]:
@@ -328,7 +302,7 @@ def render_ansible(manifest: Manifest, config: ExecutionConfig, *, mad_dir: Path
         config = execution_config_from_dict(mask_deep(config.raw, secret_values), where="execution config")
     skipped: list[dict[str, str]] = []
     notes: list[str] = []
-    entries = _select(manifest, config, skipped, notes)
+    entries = select_entries(manifest, config, skipped, notes, unit="not run")
     manifest_data = manifest.to_dict()
     context = dict(config.context)
     tools = dict(config.run_options.get("tools") or {})

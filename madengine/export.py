@@ -47,6 +47,7 @@ from madengine.context import mask_secrets
 from madengine.credentials import Credentials, mask_deep, secret_context_values
 from madengine.errors import InvalidInputError
 from madengine.jsonfile import read_json_document
+from madengine.manifest import Manifest, ManifestEntry
 from madengine.model import Model
 
 EXECUTION_CONFIG_VERSION = 1
@@ -324,3 +325,32 @@ def execution_config_from_dict(data: Any, *, where: str = "execution config") ->
 __all__ = ["EXECUTION_CONFIG_VERSION", "GPU_RESOURCES", "ExecutionConfig", "ExportOptions", "ExportResult",
            "build_execution_config", "execution_config_from_dict", "load_execution_config",
            "write_execution_config"]
+
+
+def select_entries(manifest: Manifest, config: ExecutionConfig, skipped: list[dict[str, str]],
+                   notes: list[str], *, unit: str) -> list[ManifestEntry]:
+    """The manifest entries the execution config selects (all when it names none); shared by the
+    generators. Unselected models go to `skipped`; configured models missing from the manifest get a
+    note ending in `unit` (what the generator does not produce for them)."""
+    entries = manifest.entries()
+    if not entries:
+        where = f" {manifest.path}" if manifest.path else ""
+        raise InvalidInputError(f"Build manifest{where} has no built models to run",
+                                hint="build again: a model whose build failed cannot be run")
+    if not config.models:
+        return entries
+    wanted = {m.name for m in config.models}
+    chosen = [e for e in entries if e.model.name in wanted]
+    for entry in entries:
+        if entry.model.name not in wanted:
+            skipped.append({"model": entry.model.name, "reason": "not in the execution config"})
+    built = {e.model.name for e in entries}
+    for name in sorted(wanted - built):
+        notes.append(f"model {name} is in the execution config but not in the build manifest: {unit}")
+    if not chosen:
+        raise InvalidInputError(
+            "No model of the execution config is in the build manifest",
+            hint="export the config and build with the same --tags",
+            example="madengine-cli export-config --tags dummy -c CONTEXT\n"
+                    "madengine-cli build --tags dummy -c CONTEXT --registry HOST:PORT")
+    return chosen

@@ -57,7 +57,7 @@ from madengine import __version__
 from madengine.atomic import write_text_atomic
 from madengine.credentials import Credentials, mask_deep, mask_text, registry_key, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict
+from madengine.export import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
 from madengine.manifest import Manifest, ManifestEntry, manifest_from_dict
 
 #: The Kubernetes version the generated objects are written for (and validated against in the tests).
@@ -397,32 +397,6 @@ def _instance(manifest: Manifest, config: ExecutionConfig, namespace: str) -> st
     return f"madengine-{_digest(payload)}"
 
 
-def _select(manifest: Manifest, config: ExecutionConfig, skipped: list[dict[str, str]],
-            notes: list[str]) -> list[ManifestEntry]:
-    entries = manifest.entries()
-    if not entries:
-        where = f" {manifest.path}" if manifest.path else ""
-        raise InvalidInputError(f"Build manifest{where} has no built models to run",
-                                hint="build again: a model whose build failed gets no Job")
-    if not config.models:
-        return entries
-    wanted = {m.name for m in config.models}
-    chosen = [e for e in entries if e.model.name in wanted]
-    for entry in entries:
-        if entry.model.name not in wanted:
-            skipped.append({"model": entry.model.name, "reason": "not in the execution config"})
-    built = {e.model.name for e in entries}
-    for name in sorted(wanted - built):
-        notes.append(f"model {name} is in the execution config but not in the build manifest: no Job")
-    if not chosen:
-        raise InvalidInputError(
-            "No model of the execution config is in the build manifest",
-            hint="export the config and build with the same --tags",
-            example="madengine-cli export-config --tags dummy -c CONTEXT\n"
-                    "madengine-cli build --tags dummy -c CONTEXT --registry HOST:PORT")
-    return chosen
-
-
 def _run_context(manifest: Manifest, config: ExecutionConfig) -> tuple[dict[str, Any], list[str]]:
     """The run's context (manifest's, then the execution config's) and the env keys given as secrets.
 
@@ -593,7 +567,7 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
         manifest = manifest_from_dict(mask_deep(manifest.to_dict(), secret_values), where=str(path or "manifest"))
         manifest.path = path
         config = execution_config_from_dict(mask_deep(config.raw, secret_values), where="execution config")
-    entries = _select(manifest, config, skipped, notes)
+    entries = select_entries(manifest, config, skipped, notes, unit="no Job")
     instance = _instance(manifest, config, namespace)
     context, secret_env = _run_context(manifest, config)
     try:
