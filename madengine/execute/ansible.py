@@ -33,6 +33,7 @@ from madengine.atomic import write_json_atomic
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
+from madengine.execute.image_copy import images_for, save_images
 from madengine.execute.local import (
     RETRY_DELAY_MAX_S,
     RETRY_DELAY_S,
@@ -295,6 +296,20 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
                                  if runner.status != "successful" else "host failed: no result returned")
 
 
+def _image_tarballs(manifest: Manifest, plan: Mapping[str, list[str]], names: Mapping[str, str], dest: Path,
+                    emit: Listener) -> dict[str, str]:
+    """``docker save`` the planned models' images into ``dest`` (--image-transfer copy)."""
+    image_of = {entry.key: entry.image.docker_image for entry in manifest.entries()}
+    cells = [(host, key) for host, keys in plan.items() for key in keys]
+
+    def saving(name: str) -> None:  # the cells waiting for this image show it
+        for host, key in cells:
+            if image_of[key] == name:
+                emit("pull", f"{host} · {names[key]}", {"image": name})
+
+    return save_images(images_for(manifest, {key for _, key in cells}), dest, on_image=saving)
+
+
 def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions, mad_dir: Path,
                 listener: Listener | None = None) -> tuple[RunReport, Path]:
     """Run the manifest on the inventory's hosts; returns the report and the kept private data dir."""
@@ -340,31 +355,38 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         extravars["run_models_tools_config"] = str(options.tools_config)
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
-    ledger = Ledger(options.runs_dir, options.run_id)
-    ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
     sink = row_sink(options)
     for host, keys in plan.items():
         for key in keys:
             emit("start", f"{host} · {names[key]}", {"image": ""})
-    started = time.monotonic()
-    settled: dict[tuple[str, str], ModelRun] = {}
-    pending = {host: keys for host, keys in plan.items() if keys}
-    for attempt in range(max(0, options.retries) + 1):
-        if attempt:
-            delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - 1))
-            logger.warning("retrying %d model run(s) after infrastructure failures in %.0f s",
-                           sum(map(len, pending.values())), delay)
-            time.sleep(delay)
-        collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
-                               final=attempt == max(0, options.retries))
-        extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
-        _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
-              _secret_vars(manifest, options, mad_dir), collector)
-        settled.update(collector.done)
-        pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
-        pending = {host: keys for host, keys in pending.items() if keys}
-        if not pending:
-            break
+    images_dir = pdd / "images"
+    try:
+        if cluster.image_transfer == "copy":
+            extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, images_dir, emit)
+        ledger = Ledger(options.runs_dir, options.run_id)
+        ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
+        started = time.monotonic()
+        settled: dict[tuple[str, str], ModelRun] = {}
+        pending = {host: keys for host, keys in plan.items() if keys}
+        for attempt in range(max(0, options.retries) + 1):
+            if attempt:
+                delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - 1))
+                logger.warning("retrying %d model run(s) after infrastructure failures in %.0f s",
+                               sum(map(len, pending.values())), delay)
+                time.sleep(delay)
+            collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
+                                   final=attempt == max(0, options.retries))
+            extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
+            _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
+                  _secret_vars(manifest, options, mad_dir), collector)
+            settled.update(collector.done)
+            pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
+            pending = {host: keys for host, keys in pending.items() if keys}
+            if not pending:
+                break
+    finally:
+        # Transfer copies, not evidence: the hosts have loaded them.
+        shutil.rmtree(images_dir, ignore_errors=True)
     runs = [settled[(host, key)] for host, keys in plan.items() for key in keys if (host, key) in settled]
     rows = [row for run in runs for row in run.rows]
     report = RunReport(options.run_id, runs, summarize(rows, options.run_id, time.monotonic() - started))

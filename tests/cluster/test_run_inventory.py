@@ -375,6 +375,58 @@ def test_limit_runs_on_that_node_only(mad: ClusterMad, cluster) -> None:
     assert sorted(p.name for p in (mad.run_dirs()[0] / "results").iterdir()) == ["node3"]
 
 
+def test_image_transfer_copy_builds_here_and_loads_on_the_nodes_without_a_registry(mad: ClusterMad, cluster) -> None:
+    """A full workflow with --image-transfer copy: no registry anywhere; each node loads a docker save
+    tarball. A second run finds the images present: nothing is copied or loaded again."""
+    names = [mad.add("c1", OK), mad.add("c2", OK)]
+    mad.write("docker/other.Dockerfile", BASE_ARG + f"LABEL madengine.test={mad.uid} other=1\n")
+    names.append(mad.add("c3", OK, dockerfile="docker/other"))
+    nodes = [cluster.node("node2"), cluster.node("node3")]
+    since = time.time() - 1
+    done = subprocess.run([*cli_command(), "run", "--tags", mad.uid, "-c", CTX, "--inventory", mad.inventory,
+                           "--limit", "node2:node3", "--image-transfer", "copy"],
+                          cwd=mad.root, env=cli_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = only_run_id(mad)
+    assert_success_rows(mad.rows(), Counter({(n.name, m): 1 for n in nodes for m in names}), run_id)
+    manifest = mad.manifest()
+    assert not any(image.get("registry_image") for image in manifest["built_images"].values())
+    local_tags = sorted(image["docker_image"] for image in manifest["built_images"].values())
+    assert len(local_tags) == 2
+    for node in nodes:
+        assert not mad.node_pulls(node, since), node.name  # nothing came from a registry
+        loads = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
+                            "type=image", "--filter", "event=load", "--format", "{{.Actor.ID}}").stdout.split()
+        assert len(loads) == 2, (node.name, loads)
+        for tag in local_tags:  # loaded under the tag it was built with
+            assert node.docker("image", "inspect", tag, check=False).returncode == 0, (node.name, tag)
+        assert not list((node.workdir / "images").glob("*.tar")), "the loaded tarballs stay on the host"
+    assert not mad.node_images(cluster.node("node4"))
+    assert not (mad.root / "runs" / run_id / "images").exists()  # transfer copies, not evidence
+    # Warm hosts: the images are there, so no tarball is shipped or loaded.
+    since = time.time()
+    res = mad.run("--inventory", mad.inventory, "--limit", "node2:node3", "--image-transfer", "copy",
+                  "--output", "again.csv")
+    assert res.code == 0, res.text
+    assert [r["status"] for r in mad.rows("again.csv")] == ["SUCCESS"] * 6
+    for node in nodes:
+        loads = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
+                            "type=image", "--filter", "event=load", "--format", "{{.Actor.ID}}").stdout.split()
+        assert not loads, (node.name, loads)
+
+
+def test_image_transfer_copy_of_an_image_this_engine_lacks_is_a_clear_error(mad: ClusterMad) -> None:
+    mad.add("gone", OK)
+    mad.build()
+    local = next(iter(mad.manifest()["built_images"].values()))["docker_image"]
+    subprocess.run(["docker", "rmi", "-f", local], capture_output=True, check=True)
+    res = mad.run("--inventory", mad.inventory, "--limit", "node2", "--image-transfer", "copy")
+    assert res.code == 4, res.text
+    text = " ".join(res.text.split())
+    assert f"--image-transfer copy: image {local} is not in the local Docker engine" in text
+    assert "Traceback" not in res.text and not mad.rows()
+
+
 def test_remote_timeout_fails_the_model_and_removes_its_container(mad: ClusterMad, cluster) -> None:
     slow = mad.add("slow", nap(60))
     fast = mad.add("fast", OK)

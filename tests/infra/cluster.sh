@@ -297,8 +297,17 @@ start_daemons() {
     if ! sshd_pid "$k" >/dev/null; then
         "$SSHD_BIN" -t -f "$d/sshd_config" || cdie "node$k: sshd rejects $d/sshd_config"
         printf '\n==== %s cluster.sh starting sshd ====\n' "$(date -Is)" >>"$d/sshd.log"
-        # -D: stay in the foreground (spawn_daemon detaches it); -e: log to stderr, i.e. sshd.log.
-        spawn_daemon "$d/sshd.pid" "$d/sshd.log" "$SSHD_BIN" -D -e -f "$d/sshd_config"
+        # A node is a fresh machine: its root account must not run this machine's ~/.bashrc (bash sources
+        # it for every ssh command; here it runs `pyenv init`, 0.1 s per Ansible task). sshd runs in a
+        # private mount namespace where an empty file covers it. -D: stay in the foreground
+        # (spawn_daemon detaches it); -e: log to stderr, i.e. sshd.log.
+        local -a sshd_cmd=("$SSHD_BIN" -D -e -f "$d/sshd_config")
+        if [[ -f /root/.bashrc ]]; then
+            : >"$d/bashrc"
+            sshd_cmd=(unshare --mount --propagation private sh -c \
+                'mount --bind "$1" /root/.bashrc && shift && exec "$@"' sh "$d/bashrc" "${sshd_cmd[@]}")
+        fi
+        spawn_daemon "$d/sshd.pid" "$d/sshd.log" "${sshd_cmd[@]}"
         clog "node$k: started sshd pid $(<"$d/sshd.pid") on $(node_addr "$k"):$SSH_PORT"
     fi
     if ! dockerd_pid "$k" >/dev/null; then

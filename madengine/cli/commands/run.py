@@ -104,7 +104,7 @@ def run(
     ] = False,
     image_transfer: Annotated[
         str, typer.Option("--image-transfer", metavar="[registry|copy]",
-                          help="How nodes get images: registry (pull by digest) or copy.")
+                          help="How hosts get images: registry (pull by digest) or copy (docker save tarballs).")
     ] = "registry",
     retries: Annotated[
         int, typer.Option("--retries", min=0, metavar="N", help="Retry infrastructure failures (never model failures).")
@@ -140,9 +140,6 @@ def run(
 
     if image_transfer not in ("registry", "copy"):
         raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
-    if image_transfer == "copy":
-        raise InvalidInputError("--image-transfer copy is not implemented yet",
-                                hint="use --registry so the nodes pull the images by digest")
     if timeout < -1:
         raise InvalidInputError(f"--timeout {timeout} is not allowed",
                                 hint="use a number of seconds, 0 for no limit, or -1 for the default (7200 s)")
@@ -179,6 +176,7 @@ def run(
             inventory, distribute = Path(cluster_args["inventory"]), cluster_args["distribute"]
             limit, forks = cluster_args["limit"], cluster_args["forks"]
             insecure_skip_host_key_check = cluster_args["insecure_skip_host_key_check"]
+            image_transfer = cluster_args.get("image_transfer", "registry")
     if manifest_file is None and not tags and DEFAULT_MANIFEST.is_file():
         manifest_file = DEFAULT_MANIFEST
     if manifest_file is None and not tags:
@@ -187,8 +185,9 @@ def run(
     build_phase = None
     build_failed = False
     if manifest_file is None:
-        if inventory is not None and not registry:
+        if inventory is not None and not registry and image_transfer == "registry":
             raise InvalidInputError("A cluster run that builds first needs --registry, so the nodes can pull",
+                                    hint="or --image-transfer copy, which ships docker save tarballs to the hosts",
                                     example="madengine-cli run --inventory cluster.yml --tags dummy "
                                             "--registry 127.0.0.1:5000")
         if inventory is None:
@@ -246,7 +245,8 @@ def run(
         "data_config": str(options.data_config), "tools_config": str(options.tools_config),
         "cluster": None if inventory is None else {
             "inventory": str(Path(inventory).absolute()), "distribute": distribute, "limit": limit,
-            "forks": forks, "insecure_skip_host_key_check": insecure_skip_host_key_check},
+            "forks": forks, "insecure_skip_host_key_check": insecure_skip_host_key_check,
+            "image_transfer": image_transfer},
     }, "context": mask_secrets(context)}
     if baseline is not None:
         from madengine.compare import load_perf_rows
@@ -263,7 +263,8 @@ def run(
                                  insecure_skip_host_key_check=insecure_skip_host_key_check,
                                  image_transfer=image_transfer)
         plan = plan_cluster(manifest, options, cluster)
-        settings.update(inventory=inventory, hosts=", ".join(plan), distribute=distribute)
+        settings.update(inventory=inventory, hosts=", ".join(plan), distribute=distribute,
+                        image_transfer=image_transfer)
         cells = sum(len(keys) for keys in plan.values())
     else:
         cells = len(manifest.entries())

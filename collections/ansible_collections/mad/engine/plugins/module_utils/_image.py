@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
@@ -27,6 +27,17 @@ def has_digest(inspect: Mapping[str, Any] | None, digest: str) -> bool:
     return bool(inspect) and any(d.endswith("@" + digest) for d in inspect.get("RepoDigests") or [])
 
 
+def is_present(inspect: Mapping[str, Any] | None, digest: str = "") -> bool:
+    """Whether an image inspect result is the wanted image: present, and with `digest` when given."""
+    return inspect is not None and (not digest or has_digest(inspect, digest))
+
+
+def present_images(engine: EngineClient, images: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The names of `images` ({name, digest}) that the engine already has, with their digest when given."""
+    return [str(image["name"]) for image in images
+            if is_present(engine.image_inspect(str(image["name"])), str(image.get("digest") or ""))]
+
+
 def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping[str, Any] | None = None,
                  check_mode: bool = False) -> dict[str, Any]:
     """Pull `ref` unless the engine already has it (with `digest`, when given).
@@ -35,7 +46,7 @@ def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping
     or "digest mismatch" when the pulled content is not the recorded digest).
     """
     inspect = engine.image_inspect(ref)
-    if inspect is not None and (not digest or has_digest(inspect, digest)):
+    if is_present(inspect, digest):
         return {"changed": False, "image": ref, "id": inspect.get("Id", ""), "digest": digest}
     if check_mode:
         return {"changed": True, "image": ref, "id": "", "digest": digest}

@@ -38,6 +38,24 @@ options:
       - Case does not matter.
     type: str
     choices: [AMD, NVIDIA, INTEL, CPU, amd, nvidia, intel, cpu]
+  images:
+    description:
+      - Images to look for in the engine's image store; the module returns the ones it already has as
+        RV(images_present). An image with a O(images[].digest) counts only if it has that repo digest.
+      - The C(mad.engine.run_models) role passes its plan's images, and pulls only the missing ones; on a
+        host that has them all, the pull task is skipped without a module run.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The image reference, as M(mad.engine.image) takes it.
+        type: str
+        required: true
+      digest:
+        description: The repo digest it must have (C(sha256:...)), or empty for any content.
+        type: str
+        default: ""
 notes:
   - The engine must answer; if it does not, the module fails with a message naming O(docker_host).
 seealso:
@@ -52,6 +70,13 @@ EXAMPLES = r"""
   mad.engine.host_facts:
     gpu_vendor: CPU
     docker_host: unix:///run/madengine/docker.sock
+
+- name: Which of these images does the engine already have?
+  mad.engine.host_facts:
+    images:
+      - name: registry.example.com:5000/ci-dummy_dummy@sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f80
+        digest: sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f80
+  register: facts
 
 - name: Show them
   ansible.builtin.debug:
@@ -135,8 +160,15 @@ python_executable:
   returned: success
   type: str
   sample: /usr/bin/python3
+images_present:
+  description: The names of the O(images) the engine already has (with their digest when given), in the
+    order given. Not part of RV(ansible_facts.mad_host).
+  returned: success
+  type: list
+  elements: str
+  sample: [registry.example.com:5000/ci-dummy_dummy:latest]
 ansible_facts:
-  description: The same facts, under C(mad_host).
+  description: The same facts (without RV(images_present)), under C(mad_host).
   returned: success
   type: dict
   contains:
@@ -154,17 +186,26 @@ reason:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_ARGS, EngineClient, EngineError  # noqa: E402
 from ansible_collections.mad.engine.plugins.module_utils._facts import host_facts  # noqa: E402
+from ansible_collections.mad.engine.plugins.module_utils._image import present_images  # noqa: E402
 
 
 def main() -> None:
-    spec = dict(ENGINE_ARGS, gpu_vendor=dict(type="str", choices=["AMD", "NVIDIA", "INTEL", "CPU",
-                                                                  "amd", "nvidia", "intel", "cpu"]))
+    spec = dict(
+        ENGINE_ARGS,
+        gpu_vendor=dict(type="str", choices=["AMD", "NVIDIA", "INTEL", "CPU", "amd", "nvidia", "intel", "cpu"]),
+        images=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            digest=dict(type="str", default=""),
+        )),
+    )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     try:
-        facts = host_facts(EngineClient(module.params).version(), module.params["gpu_vendor"])
+        engine = EngineClient(module.params)
+        facts = host_facts(engine.version(), module.params["gpu_vendor"])
+        present = present_images(engine, module.params["images"])
     except EngineError as e:
         module.fail_json(msg=str(e), reason=e.reason)
-    module.exit_json(changed=False, ansible_facts={"mad_host": facts}, **facts)
+    module.exit_json(changed=False, ansible_facts={"mad_host": facts}, images_present=present, **facts)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,17 @@ def test_unreachable_engine_fails_with_a_clear_message(run_module, tmp_path, amd
     result = run_module(host_facts.main, {"docker_host": f"unix://{tmp_path}/none.sock"})
     assert result["failed"] is True and result["reason"] == "engine unreachable"
     assert f"{tmp_path}/none.sock" in result["msg"] and "does not exist" in result["msg"]
+
+
+def test_images_present_only_with_their_digest(engine, run_module, amd_host) -> None:
+    good, stale, missing = "127.0.0.1:5000/ci-a@sha256:" + "a" * 64, "127.0.0.1:5000/ci-b:latest", "ci-c:latest"
+    engine.routes[("GET", f"/images/{good}/json")] = (200, {"Id": "sha256:1",
+                                                            "RepoDigests": ["127.0.0.1:5000/ci-a@sha256:" + "a" * 64]})
+    engine.routes[("GET", f"/images/{stale}/json")] = (200, {"Id": "sha256:2", "RepoDigests": []})
+    images = [{"name": good, "digest": "sha256:" + "a" * 64}, {"name": stale, "digest": "sha256:" + "b" * 64},
+              {"name": missing}]
+    result = run_module(host_facts.main, {"docker_host": engine.url, "images": images})
+    # The stale one has the tag but not the recorded content: it must still be pulled.
+    assert result["images_present"] == [good]
+    assert "images_present" not in result["ansible_facts"]["mad_host"]
+    assert run_module(host_facts.main, {"docker_host": engine.url})["images_present"] == []
