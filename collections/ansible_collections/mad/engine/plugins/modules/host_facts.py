@@ -74,8 +74,9 @@ EXAMPLES = r"""
 - name: Which of these images does the engine already have?
   mad.engine.host_facts:
     images:
-      - name: registry.example.com:5000/ci-dummy_dummy@sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f80
-        digest: sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f80
+      - name: reg.example.com:5000/ci-dummy@sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e
+        digest: sha256:9f2c0e1d4b5a69780c3e4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e
+      - name: ci-local_only:latest
   register: facts
 
 - name: Show them
