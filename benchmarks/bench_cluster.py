@@ -14,7 +14,8 @@ alternating:
   controller's CPUs, so on a small machine the fan-out is CPU-bound.  The last round's per-task times
   (runner events) show where the wall time went.
 Part 2, shard makespan: 12 models sleeping 1..4 s (26 s in all) on 3 nodes, ``--distribute shard``, once
-with the estimates from the models' ``timeout`` (no history yet) and once from perf.csv history:
+with the estimates from the models' ``timeout`` (no history yet) and once from perf.csv history; then the
+same mix 3x longer (3..12 s, 78 s in all; ``BENCH_SHARD_SCALES``, default ``1,3``):
   * schedule makespan: the slowest host's summed container time, against the best possible split of the
     same measured durations (exhaustive search) and the sum/3 lower bound;
   * models phase: from the first model start to the last model end (runner events), which adds each
@@ -57,6 +58,9 @@ BASE = "madengine-base:bookworm"
 CONTEXT = '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}'
 N_TRIVIAL = 4
 SHARD_SLEEPS = [4, 3.5, 3, 3, 2.5, 2, 2, 1.5, 1.5, 1, 1, 1]
+# The same mix stretched: each model's fixed cost (an Ansible task, container create/start/remove) weighs
+# less against longer models (real ones run for minutes).
+SHARD_SCALES = [float(x) for x in os.environ.get("BENCH_SHARD_SCALES", "1,3").split(",")]
 FANOUT_FIXED_S = 3.0
 FANOUT_PER_MODEL_S = 0.5
 SHARD_TARGET = 0.15
@@ -77,13 +81,16 @@ def make_tree(root: Path, prefix: str) -> None:
     for i in range(N_TRIVIAL):
         models.append({"name": f"{prefix}t{i}", "tags": [f"{prefix}trivial"], "dockerfile": "docker/bench",
                        "scripts": "scripts/trivial/run.sh", "n_gpus": "1"})
-    for i, sleep in enumerate(SHARD_SLEEPS):
-        folder = root / "scripts" / f"sleep{i:02d}"
-        folder.mkdir(parents=True)
-        folder.joinpath("run.sh").write_text(f'#!/bin/bash\nsleep {sleep}\necho "performance: {sleep} naps"\n')
-        # A timeout proportional to the expected duration: the scheduler's estimate without history.
-        models.append({"name": f"{prefix}s{i:02d}", "tags": [f"{prefix}shard"], "dockerfile": "docker/bench",
-                       "scripts": f"scripts/sleep{i:02d}/run.sh", "n_gpus": "1", "timeout": int(60 + 20 * sleep)})
+    for scale in SHARD_SCALES:
+        for i, base in enumerate(SHARD_SLEEPS):
+            sleep = base * scale
+            folder = root / "scripts" / f"sleep{scale:g}x{i:02d}"
+            folder.mkdir(parents=True)
+            folder.joinpath("run.sh").write_text(f'#!/bin/bash\nsleep {sleep:g}\necho "performance: {sleep:g} naps"\n')
+            # A timeout proportional to the expected duration: the scheduler's estimate without history.
+            models.append({"name": f"{prefix}s{i:02d}x{scale:g}", "tags": [f"{prefix}shard{scale:g}"],
+                           "dockerfile": "docker/bench", "scripts": f"scripts/sleep{scale:g}x{i:02d}/run.sh",
+                           "n_gpus": "1", "timeout": int(60 + 20 * sleep)})
     (root / "models.json").write_text(json.dumps(models, indent=1))
 
 
@@ -309,7 +316,7 @@ def cleanup(prefix: str, mad: Path) -> None:
                          env=env(), capture_output=True, text=True, check=False).stdout.split()
     for image_id in dict.fromkeys(ids):
         subprocess.run([docker_cli(), "rmi", "-f", image_id], env=env(), capture_output=True, check=False)
-    for manifest in (mad / "trivial.json", mad / "shard.json"):
+    for manifest in [mad / "trivial.json", *(mad / f"shard{scale:g}.json" for scale in SHARD_SCALES)]:
         with contextlib.suppress(ValueError, KeyError, OSError, AttributeError):
             for image in json.loads(manifest.read_text()).get("built_images", {}).values():
                 ref = image.get("registry_image") or ""
@@ -361,21 +368,24 @@ def fanout(mad: Path, hosts: list[str]) -> None:
           f"{FANOUT_FIXED_S:.0f} s + {FANOUT_PER_MODEL_S} s x {N_TRIVIAL}) -> {verdict}")
 
 
-def shard(mad: Path, hosts: list[str], prefix: str) -> None:
-    print(f"shard: {len(SHARD_SLEEPS)} models sleeping {min(SHARD_SLEEPS):g}..{max(SHARD_SLEEPS):g} s "
-          f"({sum(SHARD_SLEEPS):g} s in all) on {len(hosts)} nodes")
+def shard(mad: Path, hosts: list[str], prefix: str, scale: float) -> None:
+    sleeps = [s * scale for s in SHARD_SLEEPS]
+    print(f"shard: {len(sleeps)} models sleeping {min(sleeps):g}..{max(sleeps):g} s "
+          f"({sum(sleeps):g} s in all) on {len(hosts)} nodes")
     verdicts = []
+    manifest, perf = f"shard{scale:g}.json", f"shard{scale:g}.csv"
     # The same perf.csv twice: the first run has no history, the second plans from the first's durations.
     for label in ("estimates from timeout", "estimates from perf.csv history"):
-        wall, run_dir = run_cli(mad, "shard.json", "shard.csv", "--distribute", "shard")
-        rows = rows_of(mad / "shard.csv", run_dir.name)
+        wall, run_dir = run_cli(mad, manifest, perf, "--distribute", "shard")
+        rows = rows_of(mad / perf, run_dir.name)
         sums = host_sums(rows)
         durations = [float(row["test_duration"]) for row in rows]
         best = best_split(durations, len(hosts))
         bound = sum(durations) / len(hosts)
         schedule = max(sums.values())
         phase = models_phase(run_dir)
-        split = {h: sorted(row["model"][len(prefix):] for row in rows if row["host"] == h) for h in sorted(sums)}
+        split = {h: sorted(row["model"][len(prefix):].split("x")[0] for row in rows if row["host"] == h)
+                 for h in sorted(sums)}
         print(f"  {label}: wall {wall:.2f} s; split {split}")
         print(f"    schedule makespan {schedule:.2f} s vs best split {best:.2f} s "
               f"(+{100 * (schedule / best - 1):.1f} %), sum/3 bound {bound:.2f} s")
@@ -414,8 +424,9 @@ def main() -> int:
             build(mad, f"{prefix}trivial", "trivial.json")
             fanout(mad, hosts)
         if "shard" in PARTS:
-            build(mad, f"{prefix}shard", "shard.json")
-            shard(mad, hosts, prefix)
+            for scale in SHARD_SCALES:
+                build(mad, f"{prefix}shard{scale:g}", f"shard{scale:g}.json")
+                shard(mad, hosts, prefix, scale)
     finally:
         cleanup(prefix, mad)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -44,9 +44,3 @@ class BuildError(MadError):
 
 class RunError(MadError):
     exit_code = ExitCode.RUN_FAILURE
-
-
-class NotImplementedYetError(MadError):
-    """A command that a later issue implements: it fails honestly instead of faking success."""
-
-    exit_code = ExitCode.FAILURE

@@ -490,12 +490,14 @@ def test_cred_env_reaches_the_container_and_never_a_file(capsys, mad, unique_nam
     password = f"pw-{unique_name}-s3cr3t"
     cred = "mtcred"
     mad.write("credential.json", json.dumps({cred: {"username": "someone", "password": password}}))
-    mad.add("secret", f'printf %s "${cred}_PASSWORD" | sha256sum\necho "user=${cred}_USERNAME"\n'
-                      'echo "performance: 1 x"\n', cred=cred)
+    mad.add("secret", f'printf %s "${cred}_PASSWORD" | sha256sum\nprintf %s "${cred}_USERNAME" | sha256sum\n'
+                      f'echo "user=${cred}_USERNAME"\necho "performance: 1 x"\n', cred=cred)
     res = cli(capsys, "run", "--tags", mad.uid, "--summary-output", "s.json")
     assert res.code == 0, res.text
     log = mad.log("secret")
-    assert hashlib.sha256(password.encode()).hexdigest() in log and "user=someone" in log
+    assert hashlib.sha256(password.encode()).hexdigest() in log  # both reached the container
+    assert hashlib.sha256(b"someone").hexdigest() in log
+    assert "user=******" in log  # credential.json values are secrets, the username too
     assert f"{cred}_PASSWORD=******" in log
     assert password not in res.out + res.err
     leaks = [str(path.relative_to(mad.root)) for path in mad.root.rglob("*")
@@ -504,3 +506,22 @@ def test_cred_env_reaches_the_container_and_never_a_file(capsys, mad, unique_nam
     assert perf_rows()[0]["status"] == "SUCCESS"
     manifest = (mad.root / "build_manifest.json").read_text()
     assert cred in manifest and password not in manifest
+
+
+def test_a_model_printing_its_own_secret_is_masked_everywhere(capsys, mad, unique_name) -> None:
+    password = f"pw-{unique_name}-s3cr3t"
+    cred = "mtleak"
+    mad.write("credential.json", json.dumps({cred: {"username": "someone", "password": password}}))
+    # Printed whole, and in two writes a moment apart (split over the log stream's frames).
+    mad.add("leaky", f'echo "debug: password is ${cred}_PASSWORD"\n'
+                     f'printf %s "${{{cred}_PASSWORD:0:5}}"; sleep 0.5; echo "${{{cred}_PASSWORD:5}} <- split"\n'
+                     'echo "performance: 1 x"\n', cred=cred)
+    res = cli(capsys, "run", "--tags", mad.uid, "--live-output")
+    assert res.code == 0, res.text
+    log = mad.log("leaky")
+    assert "debug: password is ******" in log and "****** <- split" in log
+    assert password not in res.out + res.err and "password is ******" in res.out + res.err
+    leaks = [str(path.relative_to(mad.root)) for path in mad.root.rglob("*")
+             if path.is_file() and path.name != "credential.json" and password in path.read_text(errors="replace")]
+    assert leaks == []
+    assert perf_rows()[0]["status"] == "SUCCESS"

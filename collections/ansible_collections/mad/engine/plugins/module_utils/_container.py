@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import (
     EngineClient,
@@ -33,6 +33,14 @@ LOG_DRAIN_TIMEOUT = 10.0
 # longest wait for it.
 SETTLE_QUIET = 0.2
 SETTLE_MAX = 2.0
+
+
+class LogSink(Protocol):
+    """Where a container's output goes: a binary file, or one that masks secrets on the way."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -100,7 +108,7 @@ class _LogPump(threading.Thread):
         self,
         engine: EngineClient,
         container_id: str,
-        log: BinaryIO | None,
+        log: LogSink | None,
         on_line: Callable[[str], None] | None,
         tty: bool,
     ) -> None:
@@ -203,7 +211,7 @@ def run_container(
     engine: EngineClient,
     body: Mapping[str, Any],
     name: str,
-    log: BinaryIO | None,
+    log: LogSink | None,
     timeout: float | None,
     on_line: Callable[[str], None] | None = None,
     keep_alive: bool = False,
