@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
 from madengine.atomic import write_json_atomic
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
-from madengine.execute.image_copy import images_for, save_images
+from madengine.execute.image_copy import cache_dir, images_for, save_images
 from madengine.execute.local import (
     RETRY_DELAY_MAX_S,
     RETRY_DELAY_S,
@@ -53,9 +54,6 @@ logger = logging.getLogger(__name__)
 PLAYBOOK = "mad.engine.run_models"
 RUN_MODEL_ACTIONS = ("mad.engine.run_model", "run_model")
 DISTRIBUTIONS = ("replicate", "shard")
-# Row reasons (from the module's EngineError reasons) that mean the host's engine is gone or hung:
-# the host failed, not the model. A pull that failed ("pull failed: …") is the registry's, not the host's.
-HOST_ENGINE_FAILURES = ("engine unreachable", "engine connection lost", "engine timeout")
 
 
 @dataclass
@@ -248,7 +246,9 @@ class _Collector:
 def _host_failure(row: dict[str, Any]) -> dict[str, Any]:
     """A FAILURE row whose engine died under the model (dockerd killed mid-run) is the host's failure."""
     reason = str(row.get("reason") or "")
-    if row.get("status") == "FAILURE" and reason.startswith(HOST_ENGINE_FAILURES):
+    # The host's engine is gone or hung: the host failed, not the model. A pull that failed
+    # ("pull failed: …") is the registry's, not the host's.
+    if row.get("status") == "FAILURE" and reason.startswith(ENGINE_DOWN_REASONS):
         row["reason"] = f"host failed: {reason}"
     return row
 
@@ -296,9 +296,9 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
                                  if runner.status != "successful" else "host failed: no result returned")
 
 
-def _image_tarballs(manifest: Manifest, plan: Mapping[str, list[str]], names: Mapping[str, str], dest: Path,
-                    emit: Listener) -> dict[str, str]:
-    """``docker save`` the planned models' images into ``dest`` (--image-transfer copy)."""
+def _image_tarballs(manifest: Manifest, plan: Mapping[str, list[str]], names: Mapping[str, str],
+                    emit: Listener) -> dict[str, dict[str, str]]:
+    """The planned models' images as cached ``docker save`` tarballs (--image-transfer copy)."""
     image_of = {entry.key: entry.image.docker_image for entry in manifest.entries()}
     cells = [(host, key) for host, keys in plan.items() for key in keys]
 
@@ -307,7 +307,7 @@ def _image_tarballs(manifest: Manifest, plan: Mapping[str, list[str]], names: Ma
             if image_of[key] == name:
                 emit("pull", f"{host} · {names[key]}", {"image": name})
 
-    return save_images(images_for(manifest, {key for _, key in cells}), dest, on_image=saving)
+    return save_images(images_for(manifest, {key for _, key in cells}), cache_dir(), on_image=saving)
 
 
 def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions, mad_dir: Path,
@@ -359,34 +359,29 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
     for host, keys in plan.items():
         for key in keys:
             emit("start", f"{host} · {names[key]}", {"image": ""})
-    images_dir = pdd / "images"
-    try:
-        if cluster.image_transfer == "copy":
-            extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, images_dir, emit)
-        ledger = Ledger(options.runs_dir, options.run_id)
-        ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
-        started = time.monotonic()
-        settled: dict[tuple[str, str], ModelRun] = {}
-        pending = {host: keys for host, keys in plan.items() if keys}
-        for attempt in range(max(0, options.retries) + 1):
-            if attempt:
-                delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - 1))
-                logger.warning("retrying %d model run(s) after infrastructure failures in %.0f s",
-                               sum(map(len, pending.values())), delay)
-                time.sleep(delay)
-            collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
-                                   final=attempt == max(0, options.retries))
-            extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
-            _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
-                  _secret_vars(manifest, options, mad_dir), collector)
-            settled.update(collector.done)
-            pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
-            pending = {host: keys for host, keys in pending.items() if keys}
-            if not pending:
-                break
-    finally:
-        # Transfer copies, not evidence: the hosts have loaded them.
-        shutil.rmtree(images_dir, ignore_errors=True)
+    if cluster.image_transfer == "copy":
+        extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, emit)
+    ledger = Ledger(options.runs_dir, options.run_id)
+    ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
+    started = time.monotonic()
+    settled: dict[tuple[str, str], ModelRun] = {}
+    pending = {host: keys for host, keys in plan.items() if keys}
+    for attempt in range(max(0, options.retries) + 1):
+        if attempt:
+            delay = min(RETRY_DELAY_MAX_S, RETRY_DELAY_S * 2 ** (attempt - 1))
+            logger.warning("retrying %d model run(s) after infrastructure failures in %.0f s",
+                           sum(map(len, pending.values())), delay)
+            time.sleep(delay)
+        collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
+                               final=attempt == max(0, options.retries))
+        extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
+        _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
+              _secret_vars(manifest, options, mad_dir), collector)
+        settled.update(collector.done)
+        pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
+        pending = {host: keys for host, keys in pending.items() if keys}
+        if not pending:
+            break
     runs = [settled[(host, key)] for host, keys in plan.items() for key in keys if (host, key) in settled]
     rows = [row for run in runs for row in run.rows]
     report = RunReport(options.run_id, runs, summarize(rows, options.run_id, time.monotonic() - started))

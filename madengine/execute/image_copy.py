@@ -1,21 +1,30 @@
 """``--image-transfer copy``: ``docker save`` the images a cluster run needs, for hosts without a registry.
 
-The mad.engine.run_models role copies each tarball to ``<workdir>/images/`` on a host that lacks the image
-and loads it there (mad.engine.image ``load_from``); a host that already has it gets neither.
+The mad.engine.run_models role copies each tarball to the hosts that lack the image (by image ID: a host
+with an older build under the same tag counts as lacking it), loads and removes it there. The tarballs
+are kept in a cache on the controller (``cache_dir()``), one per image ID, so a run of unchanged images
+saves nothing; entries unused for CACHE_DAYS are removed.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from madengine.build import connect
-from madengine.errors import InvalidInputError, RunError
+from madengine.errors import BuildError, InvalidInputError, RunError
 from madengine.manifest import Manifest
 
+CACHE_DAYS = 7
 _CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """Where the tarballs are kept: ``$XDG_CACHE_HOME/madengine/images`` (``~/.cache/...`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine" / "images"
 
 
 def images_for(manifest: Manifest, keys: Iterable[str]) -> dict[str, str]:
@@ -28,41 +37,71 @@ def images_for(manifest: Manifest, keys: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def tarball_name(image_key: str) -> str:
-    """A file name for the image's tarball (the same on the controller and the hosts)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", image_key) + ".tar"
+def tagged(name: str) -> str:
+    """``name`` with ``:latest`` when it has no tag: saving a bare repository name exports all its tags."""
+    return name if "@" in name or ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def save_images(images: dict[str, str], dest: Path,
-                on_image: Callable[[str], None] = lambda name: None) -> dict[str, str]:
-    """``docker save`` each image into ``dest``; returns {built_images key: tarball path}.
+def save_images(images: dict[str, str], cache: Path,
+                on_image: Callable[[str], None] = lambda name: None) -> dict[str, dict[str, str]]:
+    """``docker save`` each image into ``cache`` unless it holds that image ID already.
 
+    Returns {built_images key: {"path": tarball, "id": image ID}} (the role's run_models_image_tarballs).
     Raises InvalidInputError when the local engine does not have an image (copy ships what was built
-    here), RunError when saving fails. A tarball appears only complete (written aside, then renamed).
+    here), RunError when the engine is unreachable or saving fails. A tarball appears only complete.
     """
     import docker
 
-    client = connect()
-    dest.mkdir(parents=True, exist_ok=True)
-    out: dict[str, str] = {}
+    try:
+        client = connect()
+    except BuildError as e:
+        raise RunError(f"--image-transfer copy needs the local Docker engine: {e.message}", hint=e.hint) from None
+    cache.mkdir(parents=True, exist_ok=True)
+    _prune(cache)
+    out: dict[str, dict[str, str]] = {}
     for key, name in images.items():
-        on_image(name)
-        path = dest / tarball_name(key)
-        partial = path.with_suffix(".tar.partial")
+        ref = tagged(name)
         try:
-            with partial.open("wb") as handle:
-                for chunk in client.api.get_image(name, chunk_size=_CHUNK):
-                    handle.write(chunk)
-            os.replace(partial, path)
-        except docker.errors.ImageNotFound:
-            partial.unlink(missing_ok=True)
+            image_id = str(client.api.inspect_image(ref)["Id"])
+        except docker.errors.NotFound:
             raise InvalidInputError(
-                f"--image-transfer copy: image {name} is not in the local Docker engine",
+                f"--image-transfer copy: image {ref} is not in the local Docker engine",
                 hint="copy ships images built on this machine: build them here first, or push them with "
                      "--registry and let the hosts pull",
                 example="madengine-cli run --inventory cluster.yml --tags dummy --image-transfer copy") from None
-        except (docker.errors.APIError, OSError) as exc:
-            partial.unlink(missing_ok=True)
-            raise RunError(f"--image-transfer copy: saving image {name} to {path} failed: {exc}") from None
-        out[key] = str(path)
+        except docker.errors.APIError as exc:
+            raise RunError(f"--image-transfer copy: inspecting image {ref} failed: {exc}") from None
+        path = cache / f"{image_id.split(':')[-1]}.tar"
+        if path.is_file():
+            os.utime(path)  # in use: not pruned
+        else:
+            on_image(ref)
+            _save(client, ref, path)
+        out[key] = {"path": str(path), "id": image_id}
     return out
+
+
+def _save(client: Any, ref: str, path: Path) -> None:
+    import docker
+
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as handle:
+            for chunk in client.api.get_image(ref, chunk_size=_CHUNK):
+                handle.write(chunk)
+        os.replace(partial, path)
+    except (docker.errors.APIError, OSError) as exc:
+        raise RunError(f"--image-transfer copy: saving image {ref} to {path} failed: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _prune(cache: Path) -> None:
+    """Remove tarballs (and partial ones of dead runs) unused for CACHE_DAYS."""
+    horizon = time.time() - CACHE_DAYS * 86400
+    for path in cache.iterdir():
+        try:
+            if path.stat().st_mtime < horizon:
+                path.unlink()
+        except OSError:
+            pass

@@ -219,11 +219,15 @@ class ClusterMad:
         done = node.docker("ps", "-a", "--format", "{{.Names}}")
         return [name for name in done.stdout.split() if self.uid in name]
 
-    def node_pulls(self, node, since: float) -> list[str]:
-        """The image references the node's engine pulled since ``since`` (engine events)."""
+    def node_events(self, node, since: float, event: str) -> list[str]:
+        """The image IDs/references of the node engine's image ``event``s (pull, load) since ``since``."""
         done = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
-                           "type=image", "--filter", "event=pull", "--format", "{{.Actor.ID}}")
-        return [line for line in done.stdout.split() if self.uid in line]
+                           "type=image", "--filter", f"event={event}", "--format", "{{.Actor.ID}}")
+        return done.stdout.split()
+
+    def node_pulls(self, node, since: float) -> list[str]:
+        """The image references of this test that the node's engine pulled since ``since``."""
+        return [ref for ref in self.node_events(node, since, "pull") if self.uid in ref]
 
 
 def _force_remove_images(node_or_engine, image_ids: list[str]) -> None:
@@ -377,15 +381,18 @@ def test_limit_runs_on_that_node_only(mad: ClusterMad, cluster) -> None:
 
 def test_image_transfer_copy_builds_here_and_loads_on_the_nodes_without_a_registry(mad: ClusterMad, cluster) -> None:
     """A full workflow with --image-transfer copy: no registry anywhere; each node loads a docker save
-    tarball. A second run finds the images present: nothing is copied or loaded again."""
+    tarball. A second run finds the images present: nothing is saved, copied or loaded again. A rebuild
+    under the same tag is shipped again (presence is by image ID, not by tag)."""
     names = [mad.add("c1", OK), mad.add("c2", OK)]
     mad.write("docker/other.Dockerfile", BASE_ARG + f"LABEL madengine.test={mad.uid} other=1\n")
     names.append(mad.add("c3", OK, dockerfile="docker/other"))
     nodes = [cluster.node("node2"), cluster.node("node3")]
+    cache = mad.root.parent / "cache"
+    env = cli_env(XDG_CACHE_HOME=str(cache))
+    copy_run = ("--inventory", mad.inventory, "--limit", "node2:node3", "--image-transfer", "copy")
     since = time.time() - 1
-    done = subprocess.run([*cli_command(), "run", "--tags", mad.uid, "-c", CTX, "--inventory", mad.inventory,
-                           "--limit", "node2:node3", "--image-transfer", "copy"],
-                          cwd=mad.root, env=cli_env(), capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run([*cli_command(), "run", "--tags", mad.uid, "-c", CTX, *copy_run],
+                          cwd=mad.root, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     run_id = only_run_id(mad)
     assert_success_rows(mad.rows(), Counter({(n.name, m): 1 for n in nodes for m in names}), run_id)
@@ -393,26 +400,39 @@ def test_image_transfer_copy_builds_here_and_loads_on_the_nodes_without_a_regist
     assert not any(image.get("registry_image") for image in manifest["built_images"].values())
     local_tags = sorted(image["docker_image"] for image in manifest["built_images"].values())
     assert len(local_tags) == 2
+    tarballs = sorted((cache / "madengine" / "images").glob("*.tar"))
+    assert len(tarballs) == 2  # one per image, kept for the next run
     for node in nodes:
         assert not mad.node_pulls(node, since), node.name  # nothing came from a registry
-        loads = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
-                            "type=image", "--filter", "event=load", "--format", "{{.Actor.ID}}").stdout.split()
-        assert len(loads) == 2, (node.name, loads)
+        assert len(mad.node_events(node, since, "load")) == 2, node.name
         for tag in local_tags:  # loaded under the tag it was built with
             assert node.docker("image", "inspect", tag, check=False).returncode == 0, (node.name, tag)
-        assert not list((node.workdir / "images").glob("*.tar")), "the loaded tarballs stay on the host"
+        assert not list((node.workdir / "images").rglob("*.tar")), "the tarballs stay on the host"
     assert not mad.node_images(cluster.node("node4"))
-    assert not (mad.root / "runs" / run_id / "images").exists()  # transfer copies, not evidence
-    # Warm hosts: the images are there, so no tarball is shipped or loaded.
+    # Warm hosts: the images are there, so no tarball is saved, shipped or loaded.
+    inodes = [p.stat().st_ino for p in tarballs]
     since = time.time()
-    res = mad.run("--inventory", mad.inventory, "--limit", "node2:node3", "--image-transfer", "copy",
-                  "--output", "again.csv")
+    res = mad.run(*copy_run, "--output", "again.csv", env=env)
     assert res.code == 0, res.text
     assert [r["status"] for r in mad.rows("again.csv")] == ["SUCCESS"] * 6
+    # The cached tarballs were reused, not saved again (a save writes a new file).
+    assert [p.stat().st_ino for p in tarballs] == inodes and len(list(tarballs[0].parent.glob("*.tar"))) == 2
     for node in nodes:
-        loads = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
-                            "type=image", "--filter", "event=load", "--format", "{{.Actor.ID}}").stdout.split()
-        assert not loads, (node.name, loads)
+        assert not mad.node_events(node, since, "load"), node.name
+    # A rebuild of one image under the same tag: the nodes hold the old build by that tag, and load the new.
+    mad.write("docker/other.Dockerfile", BASE_ARG + f"LABEL madengine.test={mad.uid} other=2\n")
+    since = time.time()
+    done = subprocess.run([*cli_command(), "run", "--tags", mad.uid, "-c", CTX, *copy_run, "--output", "new.csv"],
+                          cwd=mad.root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rebuilt = next(i for i in mad.manifest()["built_images"].values() if "other" in i["dockerfile"])
+    local_id = json.loads(subprocess.run(["docker", "image", "inspect", rebuilt["docker_image"]], capture_output=True,
+                                         text=True, check=True).stdout)[0]["Id"]
+    for node in nodes:
+        assert len(mad.node_events(node, since, "load")) == 1, node.name
+        inspect = json.loads(node.docker("image", "inspect", rebuilt["docker_image"]).stdout)[0]
+        assert inspect["Id"] == local_id, node.name
+        assert inspect["Config"]["Labels"]["other"] == "2"
 
 
 def test_image_transfer_copy_of_an_image_this_engine_lacks_is_a_clear_error(mad: ClusterMad) -> None:
@@ -423,7 +443,7 @@ def test_image_transfer_copy_of_an_image_this_engine_lacks_is_a_clear_error(mad:
     res = mad.run("--inventory", mad.inventory, "--limit", "node2", "--image-transfer", "copy")
     assert res.code == 4, res.text
     text = " ".join(res.text.split())
-    assert f"--image-transfer copy: image {local} is not in the local Docker engine" in text
+    assert f"--image-transfer copy: image {local}:latest is not in the local Docker engine" in text
     assert "Traceback" not in res.text and not mad.rows()
 
 

@@ -76,7 +76,7 @@ known_nodes() {
 need_tools() {
     [[ $EUID -eq 0 ]] || cdie "run as root (the nodes' sshd and dockerd need it)"
     local t
-    for t in "$SSHD_BIN" /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dockerd "$SFTP_SERVER"; do
+    for t in "$SSHD_BIN" /usr/bin/ssh /usr/bin/ssh-keygen /usr/sbin/dockerd "$SFTP_SERVER" /usr/bin/unshare /usr/bin/mount; do
         [[ -x $t ]] || cdie "$t is missing; run 'bash tests/infra/up.sh' first (it installs openssh-server and docker.io)"
     done
 }
@@ -298,13 +298,14 @@ start_daemons() {
         "$SSHD_BIN" -t -f "$d/sshd_config" || cdie "node$k: sshd rejects $d/sshd_config"
         printf '\n==== %s cluster.sh starting sshd ====\n' "$(date -Is)" >>"$d/sshd.log"
         # A node is a fresh machine: its root account must not run this machine's ~/.bashrc (bash sources
-        # it for every ssh command; here it runs `pyenv init`, 0.1 s per Ansible task). sshd runs in a
-        # private mount namespace where an empty file covers it. -D: stay in the foreground
+        # it for every ssh command; here it runs `pyenv init`, 0.1 s per Ansible task). sshd runs in its
+        # own mount namespace where an empty file covers it (slave propagation: the machine's mounts and
+        # unmounts, such as containers', still reach it). -D: stay in the foreground
         # (spawn_daemon detaches it); -e: log to stderr, i.e. sshd.log.
         local -a sshd_cmd=("$SSHD_BIN" -D -e -f "$d/sshd_config")
         if [[ -f /root/.bashrc ]]; then
             : >"$d/bashrc"
-            sshd_cmd=(unshare --mount --propagation private sh -c \
+            sshd_cmd=(unshare --mount --propagation slave sh -c \
                 'mount --bind "$1" /root/.bashrc && shift && exec "$@"' sh "$d/bashrc" "${sshd_cmd[@]}")
         fi
         spawn_daemon "$d/sshd.pid" "$d/sshd.log" "${sshd_cmd[@]}"

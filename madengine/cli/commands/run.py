@@ -103,9 +103,9 @@ def run(
         bool, typer.Option("--insecure-skip-host-key-check", help="Labs only: do not verify SSH host keys.")
     ] = False,
     image_transfer: Annotated[
-        str, typer.Option("--image-transfer", metavar="[registry|copy]",
-                          help="How hosts get images: registry (pull by digest) or copy (docker save tarballs).")
-    ] = "registry",
+        str | None, typer.Option("--image-transfer", metavar="[registry|copy]",
+                          help="How hosts get images: registry (pull by digest; the default) or copy (docker save).")
+    ] = None,
     retries: Annotated[
         int, typer.Option("--retries", min=0, metavar="N", help="Retry infrastructure failures (never model failures).")
     ] = 1,
@@ -138,7 +138,7 @@ def run(
     from madengine.manifest import load_manifest
     from madengine.results import workflow_summary
 
-    if image_transfer not in ("registry", "copy"):
+    if image_transfer not in (None, "registry", "copy"):
         raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
     if timeout < -1:
         raise InvalidInputError(f"--timeout {timeout} is not allowed",
@@ -176,7 +176,8 @@ def run(
             inventory, distribute = Path(cluster_args["inventory"]), cluster_args["distribute"]
             limit, forks = cluster_args["limit"], cluster_args["forks"]
             insecure_skip_host_key_check = cluster_args["insecure_skip_host_key_check"]
-            image_transfer = cluster_args.get("image_transfer", "registry")
+            image_transfer = image_transfer or cluster_args.get("image_transfer")  # given now, it wins
+    image_transfer = image_transfer or "registry"
     if manifest_file is None and not tags and DEFAULT_MANIFEST.is_file():
         manifest_file = DEFAULT_MANIFEST
     if manifest_file is None and not tags:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import (
     EngineClient,
@@ -22,6 +22,7 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import (
     LogStream,
     WaitTimeout,
 )
+from ansible_collections.mad.engine.plugins.module_utils._secrets import LineMasker, mask_text, secret_values
 
 # How often the waiting thread looks up from `POST /wait` (to notice a failed on_line callback).
 WAIT_SLICE = 1.0
@@ -33,14 +34,6 @@ LOG_DRAIN_TIMEOUT = 10.0
 # longest wait for it.
 SETTLE_QUIET = 0.2
 SETTLE_MAX = 2.0
-
-
-class LogSink(Protocol):
-    """Where a container's output goes: a binary file, or one that masks secrets on the way."""
-
-    def write(self, data: bytes, /) -> int: ...
-
-    def flush(self) -> None: ...
 
 
 @dataclass
@@ -98,7 +91,8 @@ def _decode(line: bytes) -> str:
 
 
 class _LogPump(threading.Thread):
-    """Follows a container's logs: raw bytes to `log` (flushed per chunk), decoded lines to `on_line`.
+    """Follows a container's logs: bytes to `log` (flushed per chunk), decoded lines to `on_line`, both
+    with `secrets` masked (then the log gets whole lines of each stream; see LineMasker).
 
     A failure of `on_line` is kept in `failure` for the caller's thread to re-raise; a log write error
     or a failed log request is kept in `error` (the run then counts as an infrastructure failure).
@@ -108,9 +102,10 @@ class _LogPump(threading.Thread):
         self,
         engine: EngineClient,
         container_id: str,
-        log: LogSink | None,
+        log: BinaryIO | None,
         on_line: Callable[[str], None] | None,
         tty: bool,
+        secrets: Sequence[str] = (),
     ) -> None:
         super().__init__(name=f"logs-{container_id[:12]}", daemon=True)
         self._engine = engine
@@ -122,6 +117,8 @@ class _LogPump(threading.Thread):
         self._stopped = False
         self._stream: LogStream | None = None
         self._splitters: dict[str, LineSplitter] = {}
+        self._secrets = list(secrets)
+        self._maskers: dict[str, LineMasker] = {}
         self.frames = 0  # log frames delivered so far
         self.failure: BaseException | None = None
         self.error: str | None = None
@@ -138,7 +135,7 @@ class _LogPump(threading.Thread):
                 with self._lock:
                     if self._stopped:
                         return
-                    self._write(data)
+                    self._write(name, data)
                 self._emit(self._split(name, data))
         except EngineError as e:
             self.error = f"{e.reason}: {e}"
@@ -163,7 +160,7 @@ class _LogPump(threading.Thread):
                 try:
                     for index, (name, data) in enumerate(stream):
                         if index >= self.frames:
-                            self._write(data)
+                            self._write(name, data)
                             self._emit(self._split(name, data))
                 finally:
                     stream.close()
@@ -171,10 +168,22 @@ class _LogPump(threading.Thread):
                 self.error = f"{e.reason}: {e}"
         for splitter in self._splitters.values():
             self._emit(splitter.flush())
+        self.flush_held()
 
-    def _write(self, data: bytes) -> None:
+    def flush_held(self) -> None:
+        """Write what the maskers still hold (unterminated last lines); the pump must be stopped."""
+        for masker in self._maskers.values():
+            self._write_log(masker.flush())
+
+    def _write(self, stream_name: str, data: bytes) -> None:
         self.frames += 1
-        if self._log is None or self.error is not None:
+        masker = self._maskers.get(stream_name)
+        if masker is None:
+            masker = self._maskers[stream_name] = LineMasker(self._secrets)
+        self._write_log(masker.feed(data))
+
+    def _write_log(self, data: bytes) -> None:
+        if self._log is None or self.error is not None or not data:
             return
         try:
             self._log.write(data)
@@ -191,7 +200,7 @@ class _LogPump(threading.Thread):
     def _emit(self, lines: list[str]) -> None:
         if self._on_line is not None:
             for line in lines:
-                self._on_line(line)
+                self._on_line(mask_text(line, self._secrets))
 
     def check(self) -> None:
         """Re-raise, in the calling thread, what `on_line` raised (KeyboardInterrupt included)."""
@@ -211,7 +220,7 @@ def run_container(
     engine: EngineClient,
     body: Mapping[str, Any],
     name: str,
-    log: LogSink | None,
+    log: BinaryIO | None,
     timeout: float | None,
     on_line: Callable[[str], None] | None = None,
     keep_alive: bool = False,
@@ -235,7 +244,7 @@ def run_container(
         started_at = time.monotonic()
         # The limit is on the model's own run time: it starts once the container does.
         deadline = Deadline(timeout)
-        pump = _LogPump(engine, container_id, log, on_line, tty=bool(body.get("Tty")))
+        pump = _LogPump(engine, container_id, log, on_line, tty=bool(body.get("Tty")), secrets=secret_values(body))
         pump.start()
         try:
             outcome.exit_code, stopped = _wait_for_exit(engine, container_id, deadline, pump, exit_probe)
@@ -267,6 +276,8 @@ def run_container(
         if pump is not None:
             pump.stop()
             pump.join(2.0)
+            if not pump.is_alive():  # after an interruption too: the held-back last lines (a no-op after finish())
+                pump.flush_held()
         if started_at is not None and not outcome.duration:
             outcome.duration = time.monotonic() - started_at
         if outcome.container_id is not None:

@@ -25,6 +25,8 @@ DEFAULT_TIMEOUT = 60
 # Newest API this client speaks; older engines (Debian's 20.10 speaks 1.41) are used at their own version.
 MAX_API_VERSION = "1.43"
 DOCKER_HUB_AUTH_ADDRESS = "https://index.docker.io/v1/"
+#: EngineError reasons that mean the engine itself is gone (not one request's fault): the host failed.
+ENGINE_DOWN_REASONS = ("engine unreachable", "engine connection lost", "engine timeout")
 
 _AUTH_FAILURE_MARKERS = ("unauthorized", "authentication required", "no basic auth credentials", "denied: ")
 _STREAM_NAMES = {0: "stdin", 1: "stdout", 2: "stderr", 3: "stderr"}

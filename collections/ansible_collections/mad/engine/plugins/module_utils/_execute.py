@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
@@ -36,7 +35,6 @@ from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     script_location,
     should_skip,
 )
-from ansible_collections.mad.engine.plugins.module_utils._secrets import MaskingWriter, mask_text, secret_values
 from ansible_collections.mad.engine.plugins.module_utils._sysenv import snapshot
 from ansible_collections.mad.engine.plugins.module_utils._tools import resolve_tools
 
@@ -190,21 +188,14 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     # ID) that its host or process did not live to remove: it must not block the retry.
     with contextlib.suppress(EngineError):
         engine.container_remove(name, force=True)
-    # A model that prints a secret it was given: the log, the live lines and the rows never show it.
-    secrets = secret_values(body)
-    if on_line is not None and secrets:
-        on_line = functools.partial(_show_masked, on_line, secrets)
-
     try:
         log, handle = _open_log(log, run_id)
         with handle:
             handle.write(f"$ {display_command(body)}\n".encode())
             handle.flush()
             header_end = handle.tell()
-            masked = MaskingWriter(handle, secrets)
-            outcome = run_container(engine, body, name, masked, timeout, on_line, keep_alive,
+            outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
                                     exit_probe=_probe_rc(run_dir) if keep_alive else None)
-            masked.close()
     except BaseException:
         # Ctrl-C (run_container has removed the container already) or the log cannot be opened.
         if not (keep_alive or options.get("keep_model_dir")):
@@ -232,10 +223,6 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         shutil.rmtree(run_dir, ignore_errors=True)
     result["log_tail"] = _tail(log)
     return result
-
-
-def _show_masked(show: Callable[[str], None], secrets: list[str], line: str) -> None:
-    show(mask_text(line, secrets))
 
 
 def _open_log(path: str, run_id: str) -> tuple[str, BinaryIO]:

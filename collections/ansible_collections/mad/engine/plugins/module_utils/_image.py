@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS, EngineClient, EngineError
 
 
 def pinned_reference(image: Mapping[str, Any]) -> str:
@@ -27,15 +27,32 @@ def has_digest(inspect: Mapping[str, Any] | None, digest: str) -> bool:
     return bool(inspect) and any(d.endswith("@" + digest) for d in inspect.get("RepoDigests") or [])
 
 
-def is_present(inspect: Mapping[str, Any] | None, digest: str = "") -> bool:
-    """Whether an image inspect result is the wanted image: present, and with `digest` when given."""
-    return inspect is not None and (not digest or has_digest(inspect, digest))
+def is_present(inspect: Mapping[str, Any] | None, digest: str = "", image_id: str = "") -> bool:
+    """Whether an image inspect result is the wanted image: present, with the repo `digest` and the
+    `image_id` when given (a tag alone may name an older build)."""
+    return (inspect is not None and (not digest or has_digest(inspect, digest))
+            and (not image_id or inspect.get("Id") == image_id))
 
 
 def present_images(engine: EngineClient, images: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The names of `images` ({name, digest}) that the engine already has, with their digest when given."""
-    return [str(image["name"]) for image in images
-            if is_present(engine.image_inspect(str(image["name"])), str(image.get("digest") or ""))]
+    """The names of `images` ({name, digest, id}) that the engine already has, with their repo digest and
+    image ID when given.
+
+    An image the engine cannot look up (an invalid reference) counts as missing: mad.engine.image then
+    fails for that image alone. Raises EngineError only when the engine itself is gone.
+    """
+    present = []
+    for image in images:
+        name = str(image["name"])
+        try:
+            inspect = engine.image_inspect(name)
+        except EngineError as e:
+            if e.reason in ENGINE_DOWN_REASONS:
+                raise
+            continue
+        if is_present(inspect, str(image.get("digest") or ""), str(image.get("id") or "")):
+            present.append(name)
+    return present
 
 
 def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping[str, Any] | None = None,
@@ -57,15 +74,17 @@ def ensure_image(engine: EngineClient, ref: str, digest: str = "", auth: Mapping
     return {"changed": True, "image": ref, "id": inspect.get("Id", ""), "digest": digest}
 
 
-def load_image(engine: EngineClient, ref: str, tar_path: str, check_mode: bool = False) -> dict[str, Any]:
-    """Load `ref` from a `docker save` tarball on this host unless the engine already has it.
+def load_image(engine: EngineClient, ref: str, tar_path: str, check_mode: bool = False,
+               image_id: str = "") -> dict[str, Any]:
+    """Load `ref` from a `docker save` tarball on this host unless the engine already has it (with
+    `image_id`, when given: the tag of an older build is replaced).
 
     For hosts without a registry; a loaded image has no repo digest, so none is checked.
     Returns {changed, image, id, digest, loaded}; raises EngineError ("image load failed", also when the
-    tarball does not hold `ref`).
+    tarball does not hold `ref`, or not as `image_id`).
     """
     inspect = engine.image_inspect(ref)
-    if inspect is not None:
+    if is_present(inspect, image_id=image_id):
         return {"changed": False, "image": ref, "id": inspect.get("Id", ""), "digest": "", "loaded": []}
     if check_mode:
         return {"changed": True, "image": ref, "id": "", "digest": "", "loaded": []}
@@ -74,4 +93,7 @@ def load_image(engine: EngineClient, ref: str, tar_path: str, check_mode: bool =
     if inspect is None:
         raise EngineError("image load failed", f"{tar_path} was loaded ({', '.join(loaded) or 'nothing'}) "
                                                f"but the engine has no image {ref}")
+    if not is_present(inspect, image_id=image_id):
+        raise EngineError("image load failed", f"{tar_path} was loaded but {ref} is image {inspect.get('Id')}, "
+                                               f"not {image_id}")
     return {"changed": True, "image": ref, "id": inspect.get("Id", ""), "digest": "", "loaded": loaded}

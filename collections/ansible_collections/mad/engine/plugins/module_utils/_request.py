@@ -95,20 +95,28 @@ def _script_paths(context: Mapping[str, Any]) -> list[str]:
     return paths
 
 
+def _tarball(value: Any) -> tuple[str, str]:
+    """(controller path, image ID or "") of an image_tarballs value: a path, or {"path", "id"}."""
+    if isinstance(value, Mapping):
+        return str(value.get("path") or ""), str(value.get("id") or "")
+    return str(value or ""), ""
+
+
 def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id: str, workdir: str,
               mad_dir: str, context: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
               tools_config: Mapping[str, Any] | None = None, tools_config_name: str = "tools config",
               tools_config_path: str = "", data_config: Mapping[str, Any] | None = None,
               data_config_path: str = "", image_transfer: str = "registry",
-              image_tarballs: Mapping[str, str] | None = None, step_timeout: int = 600) -> dict[str, Any]:
+              image_tarballs: Mapping[str, Any] | None = None, step_timeout: int = 600) -> dict[str, Any]:
     """What one host does for ``keys`` of ``manifest`` (the built_models keys, see :func:`select_keys`).
 
     ``mad_dir`` is the MAD root on the controller; the host gets the needed part of it in
     ``<workdir>/mad`` and writes results to ``<workdir>/results/<run_id>``. Returns::
 
         {"mad_dir": host MAD root, "output_dir": host results dir,
-         "images": [{"key", "name" (reference to make present), "digest", "tarball" (controller path or
-                     ""), "load_from" (host path or "")}],
+         "images": [{"key", "name" (reference to make present), "digest", "id" (the image ID a copied
+                     tarball holds, or ""), "tarball" (controller path or ""), "load_from" (host path or "")}],
+         "image_checks": [{"name", "digest", "id"} of each image: mad.engine.host_facts's images],
          "sync": [paths relative to mad_dir that exist on the controller], "missing": [those that don't],
          "models": [{"key", "name", "image", "cred", "task_timeout" (seconds, 0: none), "request"}]}
 
@@ -150,14 +158,15 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
             continue
         image_key, image = found
         model = {k: v for k, v in record.items() if k != "docker_image"}
-        tarball = tarballs.get(image_key) or tarballs.get(str(image.get("docker_image") or ""))
+        tarball, image_id = _tarball(tarballs.get(image_key) or tarballs.get(str(image.get("docker_image") or "")))
         if image_transfer == "copy" and tarball:
             ref, digest = str(image.get("docker_image") or image_key), ""
-            load_from = os.path.join(workdir, "images", os.path.basename(tarball))
+            load_from = os.path.join(workdir, "images", run_id, os.path.basename(tarball))
         else:
-            ref, digest, tarball, load_from = pinned_reference(image), str(image.get("image_digest") or ""), "", ""
-        images.setdefault(ref, {"key": image_key, "name": ref, "digest": digest, "tarball": tarball or "",
-                                "load_from": load_from})
+            ref, digest, tarball, load_from, image_id = (pinned_reference(image), str(image.get("image_digest") or ""),
+                                                         "", "", "")
+        images.setdefault(ref, {"key": image_key, "name": ref, "digest": digest, "id": image_id,
+                                "tarball": tarball, "load_from": load_from})
         with contextlib.suppress(ValueError):  # run_model reports it as the model's FAILURE row
             sync.append(script_location(model)[0])
         data_path = _local_data_path(model, data_config or {})
@@ -181,6 +190,7 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
             wanted = [w for w in wanted if not w.startswith(rel + "/")] + [rel]
     present = [rel for rel in wanted if os.path.exists(os.path.join(mad_dir, rel))]
     return {"mad_dir": host_mad, "output_dir": output_dir, "images": list(images.values()),
+            "image_checks": [{k: image[k] for k in ("name", "digest", "id")} for image in images.values()],
             "sync": present, "missing": [rel for rel in wanted if rel not in present], "models": models}
 
 

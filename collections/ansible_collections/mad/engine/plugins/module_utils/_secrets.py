@@ -2,80 +2,81 @@
 # Apache License 2.0 (see LICENSE)
 """Keep a model's secrets out of its log: the values of its secret env vars, masked as they stream.
 
-A model can print a credential it was given (a debug `env`, a URL with a token). Its log, the live
-output and the rows parsed from the log must not show it, so every secret value of the container's
-environment is replaced by ``******`` before anything is written.
+A model can print a credential it was given (a debug `env`, a URL with a token). Its log and its live
+lines must not show it, so the log pump replaces every secret value of the container's environment by
+``******`` before anything is written or shown. Performance lines are parsed from that log.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK, SECRET_ENV_LABEL, is_secret_env
+from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK, SECRET_ENV_LABEL
 
 #: Shorter values are not masked: replacing every "abc" of a log would garble it and hide little.
 MIN_SECRET_LEN = 4
+#: Env names whose value is masked in logs, besides the credential keys: the last word of the name
+#: says secret (HF_TOKEN, DB_PASSWORD, AWS_SECRET_ACCESS_KEY), unlike MAX_NUM_BATCHED_TOKENS or
+#: TOKENIZERS_PARALLELISM, whose values (8192, false) would garble every log and number they appear in.
+_SECRET_NAME = re.compile(r"(^|_)(PASS|PASSWD|PASSWORD|SECRET|TOKEN|KEY|APIKEY|CREDENTIALS?|AUTH)$", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"[0-9.]+|true|false|yes|no|on|off|none|null", re.IGNORECASE)
+#: A line longer than this without a line break is written in pieces (masked, all but a possible
+#: secret start): a progress bar with carriage returns only must not wait for the end of the run.
+MAX_HELD = 64 * 1024
 
 
 def secret_values(body: Mapping[str, Any]) -> list[str]:
-    """The values of the create body's secret env vars (see ``is_secret_env``), longest first."""
+    """The values to mask in a container's output, longest first: every credential env value (named by
+    the create body's ``madengine.secret_env`` label) and the values of secret-named env vars."""
     labels = body.get("Labels") or {}
-    keys = [k for k in str(labels.get(SECRET_ENV_LABEL, "")).split(",") if k]
+    credential_keys = {k for k in str(labels.get(SECRET_ENV_LABEL, "")).split(",") if k}
     values = set()
     for item in body.get("Env") or []:
-        key, _, value = str(item).partition("=")
-        if len(value) >= MIN_SECRET_LEN and is_secret_env(key, keys):
+        key, value = str(item).partition("=")[::2]
+        if len(value) < MIN_SECRET_LEN:
+            continue
+        if key in credential_keys or (_SECRET_NAME.search(key) and not _NOT_SECRET.fullmatch(value)):
             values.add(value)
-    return sorted(values, key=len, reverse=True)
+    return sorted(values, key=lambda v: (-len(v), v))
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced; pass them longest first (a secret inside another)."""
     for secret in secrets:
         text = text.replace(secret, MASK)
     return text
 
 
-class MaskingWriter:
-    """A binary log file that masks ``secrets``, also when one arrives split over several writes.
+class LineMasker:
+    """One output stream's bytes in, masked bytes out, a line once it is complete (at ``\n`` or ``\r``):
+    a secret split over several reads is whole when it is masked, and a line of stdout is never cut by
+    a stderr frame in the log (which would also cut a performance line). Keep one per stream."""
 
-    Only the shortest tail that could still grow into a secret is held back; ``close()`` writes it (it
-    is not a secret) but leaves the file itself open.
-    """
-
-    def __init__(self, raw: BinaryIO, secrets: Iterable[str]) -> None:
-        self._raw = raw
+    def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets = [s.encode() for s in secrets]
-        self._mask = MASK.encode()
-        self._pending = b""
+        self._longest = max((len(s) for s in self._secrets), default=0)
+        self._held = b""
 
-    def write(self, data: bytes) -> int:
-        if not self._secrets:
-            return self._raw.write(data)
-        buf = self._pending + bytes(data)
+    def _mask(self, data: bytes) -> bytes:
         for secret in self._secrets:
-            buf = buf.replace(secret, self._mask)
-        keep = self._partial_tail(buf)
-        self._pending = buf[len(buf) - keep:] if keep else b""
-        self._raw.write(buf[: len(buf) - keep])
-        return len(data)
+            data = data.replace(secret, MASK.encode())
+        return data
 
-    def _partial_tail(self, buf: bytes) -> int:
-        """Length of the longest end of ``buf`` that is the start of a secret (not a whole one)."""
-        best = 0
-        for secret in self._secrets:
-            for size in range(min(len(secret) - 1, len(buf)), best, -1):
-                if buf.endswith(secret[:size]):
-                    best = size
-                    break
-        return best
+    def feed(self, data: bytes) -> bytes:
+        buf = self._held + data
+        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+        if cut == 0 and len(buf) > MAX_HELD:
+            # No line break for a long while: pass all but a tail that may hold the start of a secret.
+            masked = self._mask(buf)
+            cut = len(masked) - max(0, self._longest - 1)
+            self._held = masked[cut:]
+            return masked[:cut]
+        self._held = buf[cut:]
+        return self._mask(buf[:cut])
 
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def close(self) -> None:
-        """Write what was held back."""
-        if self._pending:
-            self._raw.write(self._pending)
-            self._pending = b""
-        self._raw.flush()
+    def flush(self) -> bytes:
+        """The unterminated rest (masked)."""
+        rest, self._held = self._held, b""
+        return self._mask(rest)

@@ -41,7 +41,8 @@ options:
   images:
     description:
       - Images to look for in the engine's image store; the module returns the ones it already has as
-        RV(images_present). An image with a O(images[].digest) counts only if it has that repo digest.
+        RV(images_present). An image with a O(images[].digest) or O(images[].id) counts only if it has
+        that repo digest and image ID.
       - The C(mad.engine.run_models) role passes its plan's images, and pulls only the missing ones; on a
         host that has them all, the pull task is skipped without a module run.
     type: list
@@ -54,6 +55,11 @@ options:
         required: true
       digest:
         description: The repo digest it must have (C(sha256:...)), or empty for any content.
+        type: str
+        default: ""
+      id:
+        description: The image ID it must have (C(sha256:...)), or empty for any. A tag loaded from an
+          older build's tarball is then not the wanted image.
         type: str
         default: ""
 notes:
@@ -162,8 +168,8 @@ python_executable:
   type: str
   sample: /usr/bin/python3
 images_present:
-  description: The names of the O(images) the engine already has (with their digest when given), in the
-    order given. Not part of RV(ansible_facts.mad_host).
+  description: The names of the O(images) the engine already has (with their digest and ID when given),
+    in the order given. Not part of RV(ansible_facts.mad_host).
   returned: success
   type: list
   elements: str
@@ -197,6 +203,7 @@ def main() -> None:
         images=dict(type="list", elements="dict", default=[], options=dict(
             name=dict(type="str", required=True),
             digest=dict(type="str", default=""),
+            id=dict(type="str", default=""),
         )),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

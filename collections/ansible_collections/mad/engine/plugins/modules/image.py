@@ -58,8 +58,15 @@ options:
   load_from:
     description:
       - Path of a C(docker save) tarball on the host to load the image from, instead of pulling.
-      - Loaded only if the engine does not have O(name) yet.
+      - Loaded only if the engine does not have O(name) yet (as image O(image_id), when given).
     type: path
+  image_id:
+    description:
+      - With O(load_from), the image ID (C(sha256:...)) the tarball holds. A present O(name) with another
+        ID (an older build under the same tag) is replaced by loading the tarball, and the load fails if the
+        tarball does not give O(name) this ID.
+    type: str
+    default: ""
 notes:
   - Failures carry a short C(reason) such as C(pull failed), C(registry auth failed),
     C(digest mismatch), C(image load failed) or C(engine unreachable).
@@ -131,6 +138,7 @@ def main() -> None:
         registry_username=dict(type="str"),
         registry_password=dict(type="str", no_log=True),
         load_from=dict(type="path"),
+        image_id=dict(type="str", default=""),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_together=[["registry_username", "registry_password"]])
@@ -142,7 +150,7 @@ def main() -> None:
     try:
         engine = EngineClient(p)
         if p["load_from"]:
-            result = load_image(engine, p["name"], p["load_from"], module.check_mode)
+            result = load_image(engine, p["name"], p["load_from"], module.check_mode, p["image_id"])
         else:
             result = ensure_image(engine, p["name"], p["digest"] or "", auth, module.check_mode)
     except EngineError as e:

@@ -143,7 +143,8 @@ def test_success_streams_log_and_lines_then_removes() -> None:
     outcome = run_container(engine, BODY, "n1", log, timeout=10, on_line=lines.append)  # type: ignore[arg-type]
     assert outcome.exit_code == 0 and not outcome.timed_out and outcome.error is None and not outcome.kept
     assert outcome.container_id == "c0ffee" * 8
-    assert log.getvalue() == b"a\nperformance: 1err\n0 x\ntail"
+    # Whole lines per stream: a stderr frame never cuts a stdout line (here a performance line) in the log.
+    assert log.getvalue() == b"a\nerr\nperformance: 10 x\ntail"
     assert lines == ["a", "err", "performance: 10 x", "tail"]  # per-stream lines, the last one unterminated
     assert engine.names()[-1] == "remove"
 
@@ -224,3 +225,15 @@ def test_remove_failure_is_reported_without_raising() -> None:
     outcome = run_container(engine, BODY, "n1", None, timeout=5)  # type: ignore[arg-type]
     assert outcome.exit_code == 0
     assert outcome.error == "container remove failed: driver busy"
+
+
+def test_secret_env_values_are_masked_in_the_log_and_lines() -> None:
+    # The secret arrives in two stdout frames with a stderr frame between them.
+    engine = FakeEngine([("stdout", b"pw: hunter2"), ("stderr", b"warn\n"), ("stdout", b"-s3cr3t\nperformance: 5 x\n")])
+    body = dict(BODY, Env=["DB_PASSWORD=hunter2-s3cr3t", "BATCH=8"])
+    log = io.BytesIO()
+    lines: list[str] = []
+    outcome = run_container(engine, body, "n1", log, timeout=10, on_line=lines.append)  # type: ignore[arg-type]
+    assert outcome.exit_code == 0
+    assert log.getvalue() == b"warn\npw: ******\nperformance: 5 x\n"
+    assert lines == ["warn", "pw: ******", "performance: 5 x"]

@@ -15,6 +15,7 @@ from ansible_collections.mad.engine.plugins.module_utils._image import (
     has_digest,
     load_image,
     pinned_reference,
+    present_images,
 )
 
 DIGEST = "sha256:" + "ab" * 32
@@ -122,3 +123,43 @@ def test_load_that_does_not_give_the_image_fails():
     with pytest.raises(EngineError) as info:
         load_image(engine, "ci-x", "/t/other.tar")
     assert info.value.reason == "image load failed" and "ci-other" in str(info.value)
+
+
+class _InspectFails(FakeEngine):
+    def __init__(self, present, errors):
+        super().__init__(present)
+        self.errors = errors
+
+    def image_inspect(self, ref):
+        if ref in self.errors:
+            raise self.errors[ref]
+        return super().image_inspect(ref)
+
+
+def test_present_images_by_digest_and_id() -> None:
+    engine = FakeEngine({f"{REPO}@{DIGEST}": {"Id": "sha256:1", "RepoDigests": [f"{REPO}@{DIGEST}"]},
+                         "ci-old": {"Id": "sha256:old", "RepoDigests": []},
+                         "ci-new": {"Id": "sha256:new", "RepoDigests": []}})
+    images = [{"name": f"{REPO}@{DIGEST}", "digest": DIGEST}, {"name": "ci-old", "id": "sha256:new"},
+              {"name": "ci-new", "id": "sha256:new"}, {"name": "ci-missing"}]
+    # ci-old has the tag, but from an older build: it must be loaded again.
+    assert present_images(engine, images) == [f"{REPO}@{DIGEST}", "ci-new"]
+
+
+def test_present_images_a_bad_reference_is_missing_but_a_dead_engine_raises() -> None:
+    engine = _InspectFails({"ci-a": {"Id": "sha256:1"}}, {"BAD REF": EngineError("invalid reference", "bad")})
+    assert present_images(engine, [{"name": "BAD REF"}, {"name": "ci-a"}]) == ["ci-a"]
+    engine = _InspectFails({}, {"ci-a": EngineError("engine unreachable", "no socket")})
+    with pytest.raises(EngineError, match="no socket"):
+        present_images(engine, [{"name": "ci-a"}])
+
+
+def test_load_image_replaces_an_older_build_under_the_same_tag() -> None:
+    engine = FakeEngine({"ci-x": {"Id": "sha256:old"}}, loads={"/t.tar": {"ci-x": {"Id": "sha256:new"}}})
+    result = load_image(engine, "ci-x", "/t.tar", image_id="sha256:new")  # type: ignore[arg-type]
+    assert result["changed"] is True and result["id"] == "sha256:new"
+    again = load_image(engine, "ci-x", "/t.tar", image_id="sha256:new")  # type: ignore[arg-type]
+    assert again["changed"] is False
+    wrong = FakeEngine({}, loads={"/t.tar": {"ci-x": {"Id": "sha256:other"}}})
+    with pytest.raises(EngineError, match="not sha256:new"):
+        load_image(wrong, "ci-x", "/t.tar", image_id="sha256:new")  # type: ignore[arg-type]

@@ -80,9 +80,12 @@ def test_host_plan_registry(tmp_path: Path) -> None:
                      step_timeout=100)
     assert plan["mad_dir"] == "/w/mad" and plan["output_dir"] == "/w/results/r1"
     assert plan["images"] == [
-        {"key": "ci-a", "name": f"127.0.0.1:5000/ci-a@{DIGEST}", "digest": DIGEST, "tarball": "", "load_from": ""},
-        {"key": "ci-b", "name": "ci-b", "digest": "", "tarball": "", "load_from": ""},
+        {"key": "ci-a", "name": f"127.0.0.1:5000/ci-a@{DIGEST}", "digest": DIGEST, "id": "", "tarball": "",
+         "load_from": ""},
+        {"key": "ci-b", "name": "ci-b", "digest": "", "id": "", "tarball": "", "load_from": ""},
     ]
+    assert plan["image_checks"] == [{"name": f"127.0.0.1:5000/ci-a@{DIGEST}", "digest": DIGEST, "id": ""},
+                                    {"name": "ci-b", "digest": "", "id": ""}]
     # The tools config lies in scripts/common: one entry covers both.
     assert sorted(plan["sync"]) == ["data.json", "data/tiny", "scripts/a", "scripts/a2", "scripts/b", "scripts/common"]
     assert plan["missing"] == ["scripts/x/pre.sh"]
@@ -116,9 +119,14 @@ def test_host_plan_timeout_option_and_none(tmp_path: Path) -> None:
 def test_host_plan_copy_transfer(tmp_path: Path) -> None:
     plan = host_plan(MANIFEST, ["ci-a", "ci-b"], host="h", run_id="r", workdir="/w", mad_dir=str(tmp_path),
                      image_transfer="copy", image_tarballs={"ci-a": "/ctl/ci-a.tar"})
-    assert plan["images"][0] == {"key": "ci-a", "name": "ci-a", "digest": "", "tarball": "/ctl/ci-a.tar",
-                                 "load_from": "/w/images/ci-a.tar"}
+    assert plan["images"][0] == {"key": "ci-a", "name": "ci-a", "digest": "", "id": "", "tarball": "/ctl/ci-a.tar",
+                                 "load_from": "/w/images/r/ci-a.tar"}  # a dir per run: removed after it
     assert plan["images"][1]["name"] == "ci-b" and plan["images"][1]["tarball"] == ""  # pulled
+    # With the image ID the tarball holds: a host whose ci-a tag is an older build loads it again.
+    plan = host_plan(MANIFEST, ["ci-a"], host="h", run_id="r", workdir="/w", mad_dir=str(tmp_path),
+                     image_transfer="copy", image_tarballs={"ci-a": {"path": "/ctl/x.tar", "id": "sha256:77"}})
+    assert plan["image_checks"] == [{"name": "ci-a", "digest": "", "id": "sha256:77"}]
+    assert plan["images"][0]["load_from"] == "/w/images/r/x.tar"
     assert plan["models"][0]["request"]["image"] == "ci-a"
     with pytest.raises(ValueError, match="image_transfer"):
         host_plan(MANIFEST, [], host="h", run_id="r", workdir="/w", mad_dir="/", image_transfer="ftp")

@@ -2,60 +2,56 @@
 # Apache License 2.0 (see LICENSE)
 from __future__ import annotations
 
-import io
-
 import pytest
-from ansible_collections.mad.engine.plugins.module_utils._secrets import MaskingWriter, mask_text, secret_values
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MAX_HELD, LineMasker, mask_text, secret_values
 
 SECRET = "hunter2-s3cr3t"
 
 
-def test_secret_values_come_from_credential_keys_and_secret_looking_names() -> None:
-    body = {"Env": [f"MYCRED_PASSWORD={SECRET}", "MYCRED_USERNAME=someone-long", "HF_TOKEN=hf_abcdef",
-                    "BATCH=128", "API_KEY=abc", "PLAIN=visible-value"],
-            "Labels": {"madengine.secret_env": "MYCRED_PASSWORD,MYCRED_USERNAME"}}
-    # Credential keys (label) and secret-looking names; "abc" is too short to mask without garbling.
-    assert secret_values(body) == [SECRET, "someone-long", "hf_abcdef"]
+def test_secret_values_credential_keys_and_secret_names_only() -> None:
+    body = {"Env": [f"MYCRED_PASSWORD={SECRET}", "MYCRED_PIN=123456", "HF_TOKEN=hf_abcdef",
+                    "AWS_SECRET_ACCESS_KEY=AKIA0000secret", "API_KEY=abc",
+                    # Not secrets, though their names hold a secret word: masking 8192 or false would
+                    # garble every log line (and performance number) they appear in.
+                    "MAX_NUM_BATCHED_TOKENS=8192", "TOKENIZERS_PARALLELISM=false", "NUM_PASSES=1000",
+                    "SSH_AUTH_SOCK=/run/agent.sock", "USE_AUTH=true", "PLAIN=visible-value"],
+            "Labels": {"madengine.secret_env": "MYCRED_PASSWORD,MYCRED_PIN"}}
+    # Credential keys (the label) even when numeric; "abc" is too short to mask without garbling.
+    assert secret_values(body) == ["AKIA0000secret", SECRET, "hf_abcdef", "123456"]
     assert secret_values({"Env": ["PLAIN=x"]}) == []
 
 
-def test_mask_text() -> None:
+def test_mask_text_longest_first() -> None:
     assert mask_text(f"token={SECRET}; again {SECRET}", [SECRET]) == "token=******; again ******"
+    # A secret inside another: the longer one is masked whole.
+    assert mask_text("url=u:abcdXYZW@h", ["abcdXYZW", "abcd"]) == "url=u:******@h"
 
 
 @pytest.mark.parametrize("cut", range(len(SECRET) + 8))
-def test_a_secret_split_over_writes_never_reaches_the_file(cut: int) -> None:
+def test_a_secret_split_over_reads_is_masked_whole(cut: int) -> None:
     text = f"pw: {SECRET}\n".encode()
-    raw = io.BytesIO()
-    writer = MaskingWriter(raw, [SECRET])
-    writer.write(text[:cut])
-    writer.flush()
-    end = 4 + len(SECRET)  # "pw: " then the secret
-    if cut <= 4:
-        assert raw.getvalue() == text[:cut]
-    elif cut < end:  # a part of the secret so far: held back, not written
-        assert raw.getvalue() == b"pw: "
-    else:
-        assert raw.getvalue() == b"pw: ******" + text[end:cut]
-    writer.write(text[cut:])
-    writer.close()
-    assert raw.getvalue() == b"pw: ******\n"
+    masker = LineMasker([SECRET])
+    out = masker.feed(text[:cut]) + masker.feed(text[cut:]) + masker.flush()
+    assert out == b"pw: ******\n"
 
 
-def test_only_a_possible_prefix_is_held_back() -> None:
-    raw = io.BytesIO()
-    writer = MaskingWriter(raw, [SECRET])
-    writer.write(b"step 1 done\nhun")  # "hun" may be the start of the secret
-    assert raw.getvalue() == b"step 1 done\n"
-    writer.write(b"dreds of lines\n")  # it was not
-    assert raw.getvalue() == b"step 1 done\nhundreds of lines\n"
-    writer.write(b"tail without newline")
-    writer.close()
-    assert raw.getvalue().endswith(b"tail without newline")
+def test_nested_secrets_split_over_reads() -> None:
+    masker = LineMasker(["abcdXYZW", "abcd"])
+    assert masker.feed(b"pw abcd") == b""  # no line yet
+    assert masker.feed(b"XYZW and abcd\n") == b"pw ****** and ******\n"
 
 
-def test_no_secrets_writes_through() -> None:
-    raw = io.BytesIO()
-    writer = MaskingWriter(raw, [])
-    writer.write(b"abc")
-    assert raw.getvalue() == b"abc"
+def test_lines_pass_whole_and_the_rest_at_flush() -> None:
+    masker = LineMasker([])
+    assert masker.feed(b"step 1\nperformance: 1") == b"step 1\n"
+    assert masker.feed(b"0 x\r50%\rtail") == b"performance: 10 x\r50%\r"  # carriage returns end a line too
+    assert masker.flush() == b"tail" and masker.flush() == b""
+
+
+def test_a_very_long_line_is_passed_in_pieces_without_a_secret_start() -> None:
+    masker = LineMasker([SECRET])
+    head = b"x" * MAX_HELD + SECRET.encode()[:5]
+    out = masker.feed(head)
+    assert out == b"x" * (MAX_HELD + 5 - (len(SECRET) - 1))  # the possible start of a secret is held
+    out += masker.feed(SECRET.encode()[5:] + b" done\n")
+    assert out == b"x" * MAX_HELD + b"****** done\n"
