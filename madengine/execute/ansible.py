@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 PLAYBOOK = "mad.engine.run_models"
 RUN_MODEL_ACTIONS = ("mad.engine.run_model", "run_model")
+FACTS_ACTIONS = ("mad.engine.host_facts", "host_facts")
 DISTRIBUTIONS = ("replicate", "shard")
 
 
@@ -191,7 +192,8 @@ class _Collector:
         action = data.get("task_action") or ""
         res = data.get("res") or {}
         with self.lock:
-            if kind == "runner_on_start" and action in ("mad.engine.image", "image"):
+            if kind == "runner_on_ok" and action in FACTS_ACTIONS and _lacks_images(res):
+                # The image step will pull (or load) for this host; a warm host skips it and shows no pull.
                 for key in self.plan.get(host, []):
                     self.emit("pull", self._cell(host, key), {})
             elif kind == "runner_on_start" and action in RUN_MODEL_ACTIONS:
@@ -241,6 +243,12 @@ class _Collector:
             return
         self.sink(run.rows)
         self.emit("done", self._cell(host, key), {"rows": run.rows, "log_path": run.log_path})
+
+
+def _lacks_images(facts_result: Mapping[str, Any]) -> bool:
+    """Whether mad.engine.host_facts found fewer of the images it was asked about than it was given."""
+    asked = ((facts_result.get("invocation") or {}).get("module_args") or {}).get("images") or []
+    return len(facts_result.get("images_present") or []) < len(asked)
 
 
 def _host_failure(row: dict[str, Any]) -> dict[str, Any]:
