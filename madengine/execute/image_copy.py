@@ -2,13 +2,14 @@
 
 The mad.engine.run_models role copies each tarball to the hosts that lack the image (by image ID: a host
 with an older build under the same tag counts as lacking it), loads and removes it there. The tarballs
-are kept in a cache on the controller (``cache_dir()``), one per image ID, so a run of unchanged images
-saves nothing; entries unused for CACHE_DAYS are removed.
+are kept in a cache on the controller (``cache_dir()``), one per image ID and name, so a run of unchanged
+images saves nothing; entries unused for CACHE_DAYS are removed (no size cap: delete the dir to reclaim).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,7 +45,7 @@ def tagged(name: str) -> str:
 
 def save_images(images: dict[str, str], cache: Path,
                 on_image: Callable[[str], None] = lambda name: None) -> dict[str, dict[str, str]]:
-    """``docker save`` each image into ``cache`` unless it holds that image ID already.
+    """``docker save`` each image into ``cache`` unless it holds that image ID under that name already.
 
     Returns {built_images key: {"path": tarball, "id": image ID}} (the role's run_models_image_tarballs).
     Raises InvalidInputError when the local engine does not have an image (copy ships what was built
@@ -71,11 +72,12 @@ def save_images(images: dict[str, str], cache: Path,
                 example="madengine-cli run --inventory cluster.yml --tags dummy --image-transfer copy") from None
         except docker.errors.APIError as exc:
             raise RunError(f"--image-transfer copy: inspecting image {ref} failed: {exc}") from None
-        path = cache / f"{image_id.split(':')[-1]}.tar"
+        # By ID and name: a tarball carries the one name it was saved under, and two names can share an ID.
+        path = cache / f"{image_id.split(':')[-1][:32]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref)}.tar"
         if path.is_file():
             os.utime(path)  # in use: not pruned
         else:
-            on_image(ref)
+            on_image(name)
             _save(client, ref, path)
         out[key] = {"path": str(path), "id": image_id}
     return out

@@ -78,15 +78,24 @@ def test_tagged() -> None:
 def test_saved_once_per_image_id_then_reused(api: FakeAPI, tmp_path: Path) -> None:
     shown: list[str] = []
     first = save_images({"ci-dummy_dummy": "ci-dummy_dummy"}, tmp_path, on_image=shown.append)
-    path = tmp_path / ("1" * 64 + ".tar")
+    path = tmp_path / ("1" * 32 + "-ci-dummy_dummy_latest.tar")
     assert first == {"ci-dummy_dummy": {"path": str(path), "id": "sha256:" + "1" * 64}}
-    assert path.read_bytes() == b"tar-of-ci-dummy_dummy:latest" and shown == ["ci-dummy_dummy:latest"]
+    assert path.read_bytes() == b"tar-of-ci-dummy_dummy:latest" and shown == ["ci-dummy_dummy"]
     assert save_images({"ci-dummy_dummy": "ci-dummy_dummy"}, tmp_path) == first
     assert api.saved == ["ci-dummy_dummy:latest"]  # the second run reused the tarball
     # A rebuild (another ID under the same tag) gets its own tarball.
     api.images["ci-dummy_dummy:latest"] = "sha256:" + "2" * 64
     assert save_images({"ci-dummy_dummy": "ci-dummy_dummy"}, tmp_path)["ci-dummy_dummy"]["id"].endswith("2" * 64)
     assert len(api.saved) == 2
+
+
+def test_two_names_of_one_image_get_a_tarball_each(api: FakeAPI, tmp_path: Path) -> None:
+    # A tarball holds the one name it was saved under: loading it would not create the other name.
+    api.images["ci-twin:latest"] = api.images["ci-dummy_dummy:latest"]
+    saved = save_images({"ci-dummy_dummy": "ci-dummy_dummy", "ci-twin": "ci-twin"}, tmp_path)
+    assert saved["ci-dummy_dummy"]["id"] == saved["ci-twin"]["id"]
+    assert saved["ci-dummy_dummy"]["path"] != saved["ci-twin"]["path"]
+    assert api.saved == ["ci-dummy_dummy:latest", "ci-twin:latest"]
 
 
 def test_old_tarballs_are_pruned(api: FakeAPI, tmp_path: Path) -> None:

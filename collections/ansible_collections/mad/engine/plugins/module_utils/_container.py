@@ -276,8 +276,9 @@ def run_container(
         if pump is not None:
             pump.stop()
             pump.join(2.0)
-            if not pump.is_alive():  # after an interruption too: the held-back last lines (a no-op after finish())
-                pump.flush_held()
+            # After an interruption too: the held-back last lines (a no-op after finish()). Once stop() has
+            # returned the thread writes nothing more, even if it is still blocked in on_line.
+            pump.flush_held()
         if started_at is not None and not outcome.duration:
             outcome.duration = time.monotonic() - started_at
         if outcome.container_id is not None:

@@ -20,7 +20,8 @@ MIN_SECRET_LEN = 4
 #: Env names whose value is masked in logs, besides the credential keys: the last word of the name
 #: says secret (HF_TOKEN, DB_PASSWORD, AWS_SECRET_ACCESS_KEY), unlike MAX_NUM_BATCHED_TOKENS or
 #: TOKENIZERS_PARALLELISM, whose values (8192, false) would garble every log and number they appear in.
-_SECRET_NAME = re.compile(r"(^|_)(PASS|PASSWD|PASSWORD|SECRET|TOKEN|KEY|APIKEY|CREDENTIALS?|AUTH)$", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"(^|_)(PASS|PASSWD|PASSWORD|SECRET|TOKEN|KEY|APIKEY|CREDENTIALS?|AUTH)$|MAD_SECRETS",
+                          re.IGNORECASE)
 _NOT_SECRET = re.compile(r"[0-9.]+|true|false|yes|no|on|off|none|null", re.IGNORECASE)
 #: A line longer than this without a line break is written in pieces (masked, all but a possible
 #: secret start): a progress bar with carriage returns only must not wait for the end of the run.
@@ -39,6 +40,8 @@ def secret_values(body: Mapping[str, Any]) -> list[str]:
             continue
         if key in credential_keys or (_SECRET_NAME.search(key) and not _NOT_SECRET.fullmatch(value)):
             values.add(value)
+            # The log is masked line by line: each line of a multi-line secret (a PEM key) on its own too.
+            values.update(line for line in re.split(r"[\r\n]+", value) if len(line) >= MIN_SECRET_LEN)
     return sorted(values, key=lambda v: (-len(v), v))
 
 
@@ -77,6 +80,6 @@ class LineMasker:
         return self._mask(buf[:cut])
 
     def flush(self) -> bytes:
-        """The unterminated rest (masked)."""
+        """The unterminated rest (masked), as a line of its own: another stream's rest may follow it."""
         rest, self._held = self._held, b""
-        return self._mask(rest)
+        return self._mask(rest) + b"\n" if rest else b""

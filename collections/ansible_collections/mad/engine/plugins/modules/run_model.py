@@ -15,9 +15,10 @@ description:
   - Returns the perf rows (the columns of C(perf.csv)), the log tail and the log path on the host, and
     writes the rows as JSON beside the log.
   - The container is removed on every path (unless C(request.options.keep_alive)).
-  - The log keeps each output stream's lines whole, and replaces the values of O(cred_env) and of
-    secret-named env vars (C(*_TOKEN), C(*_PASSWORD), C(*_SECRET), C(*_KEY), ...) by C(******), also when the
-    model prints them itself.
+  - The log keeps each output stream's lines whole (a line over 64 KiB is written in pieces; an
+    unterminated last line gets a line break), and replaces the values of O(cred_env) and of secret-named
+    env vars (C(*_TOKEN), C(*_PASSWORD), C(*_SECRET), C(*_KEY), C(MAD_SECRETS*), ...; not numbers or
+    booleans, and not values under 4 characters) by C(******), also when the model prints them itself.
   - Reports C(changed) when a container ran; a model that was skipped, or could not start, changes nothing.
   - A model that fails (non-zero exit, timeout, no performance line, missing data or script) is B(not) a
     module failure; its FAILURE row says why. Neither is an engine that cannot be reached, which gives a

@@ -144,7 +144,7 @@ def test_success_streams_log_and_lines_then_removes() -> None:
     assert outcome.exit_code == 0 and not outcome.timed_out and outcome.error is None and not outcome.kept
     assert outcome.container_id == "c0ffee" * 8
     # Whole lines per stream: a stderr frame never cuts a stdout line (here a performance line) in the log.
-    assert log.getvalue() == b"a\nerr\nperformance: 10 x\ntail"
+    assert log.getvalue() == b"a\nerr\nperformance: 10 x\ntail\n"
     assert lines == ["a", "err", "performance: 10 x", "tail"]  # per-stream lines, the last one unterminated
     assert engine.names()[-1] == "remove"
 
@@ -156,7 +156,7 @@ def test_missed_tail_is_caught_up_once() -> None:
     lines: list[str] = []
     outcome = run_container(engine, BODY, "n1", log, timeout=None, on_line=lines.append)  # type: ignore[arg-type]
     assert outcome.exit_code == 3
-    assert log.getvalue() == b"one\ntwo\nthree"
+    assert log.getvalue() == b"one\ntwo\nthree\n"
     assert lines == ["one", "two", "three"]
 
 
@@ -237,3 +237,11 @@ def test_secret_env_values_are_masked_in_the_log_and_lines() -> None:
     assert outcome.exit_code == 0
     assert log.getvalue() == b"warn\npw: ******\nperformance: 5 x\n"
     assert lines == ["warn", "pw: ******", "performance: 5 x"]
+
+
+def test_unterminated_last_lines_of_both_streams_stay_apart() -> None:
+    engine = FakeEngine([("stdout", b"performance: 12"), ("stderr", b"bye")])
+    log = io.BytesIO()
+    outcome = run_container(engine, BODY, "n1", log, timeout=10)  # type: ignore[arg-type]
+    assert outcome.exit_code == 0
+    assert log.getvalue() == b"performance: 12\nbye\n"  # not "performance: 12bye"

@@ -19,6 +19,16 @@ def test_secret_values_credential_keys_and_secret_names_only() -> None:
     # Credential keys (the label) even when numeric; "abc" is too short to mask without garbling.
     assert secret_values(body) == ["AKIA0000secret", SECRET, "hf_abcdef", "123456"]
     assert secret_values({"Env": ["PLAIN=x"]}) == []
+    assert secret_values({"Env": ["MAD_SECRETS_HFTOKEN=hf_zzzz"]}) == ["hf_zzzz"]  # madengine's own convention
+
+
+def test_a_multi_line_secret_is_masked_line_by_line() -> None:
+    pem = "-----BEGIN KEY-----\nMIIEvQIBADANBg\n-----END KEY-----"
+    secrets = secret_values({"Env": [f"SSL_KEY={pem}"]})
+    assert "MIIEvQIBADANBg" in secrets and pem in secrets
+    masker = LineMasker(secrets)
+    out = b"".join(masker.feed(line.encode() + b"\n") for line in ["key:", *pem.split("\n")]) + masker.flush()
+    assert b"MIIEvQIBADANBg" not in out and out.startswith(b"key:\n")
 
 
 def test_mask_text_longest_first() -> None:
@@ -45,7 +55,7 @@ def test_lines_pass_whole_and_the_rest_at_flush() -> None:
     masker = LineMasker([])
     assert masker.feed(b"step 1\nperformance: 1") == b"step 1\n"
     assert masker.feed(b"0 x\r50%\rtail") == b"performance: 10 x\r50%\r"  # carriage returns end a line too
-    assert masker.flush() == b"tail" and masker.flush() == b""
+    assert masker.flush() == b"tail\n" and masker.flush() == b""  # a line of its own
 
 
 def test_a_very_long_line_is_passed_in_pieces_without_a_secret_start() -> None:
