@@ -24,7 +24,7 @@ same mix 3x longer (3..12 s, 78 s in all; ``BENCH_SHARD_SCALES``, default ``1,3`
   Target: within 15 % of the best split (reported for both the schedule and the models phase).
 
 Needs tests/infra/up.sh and ``tests/infra/cluster.sh up 3``. Run: ``python3 benchmarks/bench_cluster.py``
-(``BENCH_ROUNDS``, default 3; ``BENCH_PARTS``, default ``fanout,shard``; ``BENCH_INVENTORY``, default the
+(``BENCH_ROUNDS``, default 5; ``BENCH_PARTS``, default ``fanout,shard``; ``BENCH_INVENTORY``, default the
 test cluster's). Everything it creates (images on the main engine and the nodes, registry repositories,
 the temp MAD tree) is removed at the end.
 """
@@ -51,7 +51,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = Path(os.environ.get("BENCH_INVENTORY", "/var/lib/madengine-test/cluster/inventory.yml"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 PARTS = os.environ.get("BENCH_PARTS", "fanout,shard").split(",")
 REGISTRY = "127.0.0.1:5000"
 BASE = "madengine-base:bookworm"
