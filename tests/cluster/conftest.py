@@ -160,7 +160,7 @@ def load_cluster(cluster_json: Path) -> LoopbackCluster:
 
 @contextlib.contextmanager
 def _tests_lock() -> Iterator[None]:
-    """The lock that test_run_inventory.py holds while a test uses (or kills) nodes: a pytest session
+    """The lock a cluster test holds while it uses (or kills) nodes (``cluster_lock``): a pytest session
     starting meanwhile on this machine must not restart a node that such a test has just killed."""
     cluster_dir = Path(os.environ.get("MADENGINE_CLUSTER_DIR")
                        or Path(os.environ.get("MADENGINE_TEST_STATE_DIR", "/var/lib/madengine-test")) / "cluster")
@@ -179,6 +179,18 @@ def _tests_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def cluster_lock(cluster: LoopbackCluster) -> Iterator[None]:
+    """One cluster test at a time on this machine: several pytest sessions may share the loopback nodes,
+    and a test that kills a node's sshd or dockerd must not run beside one that needs them."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_tests_lock())
+        except RuntimeError as exc:  # the lock was not ours within 30 min
+            pytest.fail(str(exc), pytrace=False)
+        yield
 
 
 @pytest.fixture(scope="session")

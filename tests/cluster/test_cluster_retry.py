@@ -13,7 +13,7 @@ import pytest
 
 # The module's fixtures (`mad` and the cluster lock it takes) are reused, not copied; pytest's
 # default import mode puts this folder on sys.path.
-from test_run_inventory import NODES, cells, cluster_lock, mad, nap, wait_for  # noqa: F401
+from test_run_inventory import NODES, cells, mad, nap, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.docker
 
@@ -32,16 +32,11 @@ def test_unreachable_host_is_retried_and_recovers(mad, cluster, restore_nodes) -
     mad.build()
     node2 = cluster.node("node2")
     cluster.kill_sshd(node2)
-    proc = mad.popen("--inventory", mad.inventory, "--retries", "1")
-    try:
+    with mad.background("--inventory", mad.inventory, "--retries", "1") as proc:
         wait_for(lambda: any(a["host"] == "node2" and a["infra_error"] for a in _attempts(mad)), 120,
                  "node2's failed first attempt in the ledger")
         cluster.start_node(node2)
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out + err
     rows = mad.rows()
     assert cells(rows) == Counter({(host, model): 1 for host in NODES})  # retried rows replace, never add

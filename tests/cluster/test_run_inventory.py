@@ -198,10 +198,18 @@ class ClusterMad:
                               timeout=timeout, check=False)
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*cli_command(), "run", "--manifest-file", "build_manifest.json", *args],
+    @contextlib.contextmanager
+    def background(self, *args: str) -> Iterator[subprocess.Popen[str]]:
+        """`run` in the background while the test breaks something; killed if the test ends first."""
+        proc = subprocess.Popen([*cli_command(), "run", "--manifest-file", "build_manifest.json", *args],
                                 cwd=self.root, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
     def rows(self, name: str = "perf.csv") -> list[dict[str, str]]:
         return read_rows(self.root / name)
@@ -219,6 +227,14 @@ class ClusterMad:
         done = node.docker("ps", "-a", "--format", "{{.Names}}")
         return [name for name in done.stdout.split() if self.uid in name]
 
+    def wait_running(self, node, model: str) -> None:
+        """Until the node runs the model's container."""
+        def running() -> bool:
+            names = node.docker("ps", "--format", "{{.Names}}", check=False).stdout.split()
+            return any(model.lower() in name for name in names)
+
+        wait_for(running, 120, f"{model} running on {node.name}")
+
     def node_events(self, node, since: float, event: str) -> list[str]:
         """The image IDs/references of the node engine's image ``event``s (pull, load) since ``since``."""
         done = node.docker("events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
@@ -233,28 +249,6 @@ class ClusterMad:
 def _force_remove_images(node_or_engine, image_ids: list[str]) -> None:
     for image_id in image_ids:
         node_or_engine("rmi", "-f", image_id, check=False)
-
-
-@pytest.fixture
-def cluster_lock(cluster) -> Iterator[None]:
-    """One cluster test at a time on this machine: several pytest sessions may share the loopback nodes,
-    and a test that kills a node's sshd or dockerd must not run beside one that needs them."""
-    import fcntl
-
-    with open(cluster.cluster_dir / "tests.lock", "a+") as handle:
-        deadline = time.monotonic() + 1800
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail("another session held the cluster test lock for 30 min", pytrace=False)
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -476,20 +470,11 @@ def test_unreachable_node_and_dockerd_killed_mid_run(mad: ClusterMad, cluster, r
     mad.build()
     node2, node3 = cluster.node("node2"), cluster.node("node3")
     cluster.kill_sshd(node2)
-    proc = mad.popen("--inventory", mad.inventory)
-    try:
-        def long_running() -> bool:
-            names = node3.docker("ps", "--format", "{{.Names}}", check=False).stdout.split()
-            return any(long.lower() in name for name in names)
-
-        wait_for(long_running, 120, f"{long} running on node3")
+    with mad.background("--inventory", mad.inventory) as proc:
+        mad.wait_running(node3, long)
         time.sleep(0.5)
         cluster.kill_dockerd(node3)
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 3, out + err
     rows = {(row["host"], row["model"]): row for row in mad.rows()}
     assert cells(mad.rows()) == Counter({(h, n): 1 for h in NODES for n in (first, long, last)})
@@ -513,19 +498,10 @@ def test_sshd_killed_mid_run_keeps_the_finished_rows(mad: ClusterMad, cluster, r
     last = mad.add("last", OK)
     mad.build()
     node4 = cluster.node("node4")
-    proc = mad.popen("--inventory", mad.inventory)
-    try:
-        def long_running() -> bool:
-            names = node4.docker("ps", "--format", "{{.Names}}", check=False).stdout.split()
-            return any(long.lower() in name for name in names)
-
-        wait_for(long_running, 120, f"{long} running on node4")
+    with mad.background("--inventory", mad.inventory) as proc:
+        mad.wait_running(node4, long)
         cluster.kill_sshd(node4)
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 3, out + err
     rows = {(row["host"], row["model"]): row for row in mad.rows()}
     assert cells(mad.rows()) == Counter({(h, n): 1 for h in NODES for n in (first, long, last)})
