@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
+from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
 from ansible_collections.mad.engine.plugins.module_utils._tools import tools_table
 
 from madengine import __version__
 from madengine.atomic import write_json_atomic
-from madengine.context import mask_secrets
 from madengine.credentials import Credentials, mask_deep, secret_context_values
 from madengine.errors import InvalidInputError
 from madengine.jsonfile import read_json_document

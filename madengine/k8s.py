@@ -575,11 +575,10 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
                                   "the execution config's run_options.tools")
     except ValueError as exc:
         raise InvalidInputError(str(exc), hint="export the execution config again with the tools config") from None
-    override = int(config.run_options.get("timeout", -1))
     run = _RunSettings(root=root, instance=instance, context=context, secret_env=secret_env,
                        data_config=dict(config.run_options.get("data") or {}),
                        mirror=config.run_options.get("force_mirror_local") or None,
-                       timeout_override=None if override == -1 else override,
+                       timeout_override=config.run_options.get("timeout"),
                        disable_skip_gpu_arch=bool(config.run_options.get("disable_skip_gpu_arch")))
 
     names = _job_names(entries)

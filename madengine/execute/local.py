@@ -27,6 +27,7 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
     preflight_context,
     prepare_context,
 )
+from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
@@ -134,12 +135,10 @@ def run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = Tru
     return resolve_run_context(context) if detect else context
 
 
-def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
-    info = detect_host()
-    return {"gpu_vendor": context.get("gpu_vendor") or info.gpu_vendor,
-            "gpu_count": int(context.get("gpu_count") or info.gpu_count or 0),
-            "gpu_architecture": context.get("gpu_architecture") or info.gpu_architecture,
-            "render_devices": list(info.render_devices)}
+def this_host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a run on this host uses: its detection completed by the context, exactly as a
+    cluster host's (``_facts.run_facts``)."""
+    return run_facts(context, gpu_facts(detect_host()))[1]
 
 
 def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
@@ -171,7 +170,7 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
     context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
-    facts = host_facts(context)
+    facts = this_host_facts(context)
     requests, problems = [], []
     for entry in manifest.entries():
         model = entry.model.to_dict()

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK
 
 from madengine.build import BuildOptions, build_models
 from madengine.cli.app import app, invoke
 from madengine.cli.render.build import summary_table
-from madengine.context import MASK
 from madengine.discover import discover_models
 from madengine.manifest import load_manifest
 

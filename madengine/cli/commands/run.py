@@ -128,11 +128,14 @@ def run(
 ) -> None:
     """Run models: execution-only from a valid manifest, or a full build → run workflow from tags."""
     set_verbose(verbose)
+    from ansible_collections.mad.engine.plugins.module_utils._runspec import DEFAULT_TIMEOUT, describe_timeout
+    from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
+
     from madengine.atomic import write_json_atomic
     from madengine.cli.commands.build import execute_build
     from madengine.cli.render import common
     from madengine.cli.render import run as render
-    from madengine.context import mask_secrets, parse_context
+    from madengine.context import parse_context
     from madengine.discover import resolve_mad_dir
     from madengine.execute.local import RunOptions, run_manifest
     from madengine.manifest import load_manifest
@@ -142,7 +145,8 @@ def run(
         raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
     if timeout < -1:
         raise InvalidInputError(f"--timeout {timeout} is not allowed",
-                                hint="use a number of seconds, 0 for no limit, or -1 for the default (7200 s)")
+                                hint="use a number of seconds, 0 for no limit, or -1 for the default "
+                                     f"({DEFAULT_TIMEOUT} s)")
     context = parse_context(additional_context, additional_context_file)
     if execution_config is not None:
         from madengine.export import load_execution_config
@@ -255,7 +259,7 @@ def run(
         options.baseline_rows = load_perf_rows(baseline, "Baseline")
     settings = {"manifest": manifest_file, "models": len(manifest.entries()), "mad_dir": root,
                 "registry": registry or manifest.registry or "-",
-                "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
+                "timeout": describe_timeout(timeout),
                 "output": output, "summary": summary_output or "-", "run_id": options.run_id}
     if inventory is not None:
         from madengine.execute.ansible import ClusterOptions, plan_cluster, run_cluster

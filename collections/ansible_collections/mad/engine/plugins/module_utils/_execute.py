@@ -166,8 +166,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
 
-    override = options.get("timeout", -1)
-    timeout = run_timeout(model, context, None if override in (None, -1) else int(override))
+    timeout = run_timeout(model, context, options.get("timeout"))
     name = f"madengine-{safe_name(model['name'])}-{run_id or int(time.time())}".lower()[:120]
     run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
