@@ -73,8 +73,9 @@ ManifestFileOpt = Annotated[
     Path, typer.Option("--manifest-file", "-m", help="Build manifest to read.", dir_okay=False, metavar="FILE")
 ]
 ExecConfigOpt = Annotated[
-    Path, typer.Option("--execution-config", "-e", help="Execution config from export-config.",
-                       dir_okay=False, metavar="FILE")
+    Path | None, typer.Option("--execution-config", "-e", dir_okay=False, metavar="FILE",
+                              help="Execution config from export-config (default: ./execution_config.json if "
+                                   "present, else the manifest's context and run options).")
 ]
 
 DEFAULT_DATA_CONFIG = Path("data.json")

@@ -1,4 +1,9 @@
-"""`madengine-cli generate ansible|k8s`: orchestration files from a manifest and execution config."""
+"""`madengine-cli generate ansible|k8s`: orchestration files from a manifest (and an execution config).
+
+The execution config is optional: ``--execution-config FILE`` must exist and be valid (else exit 4);
+without it ``./execution_config.json`` is read when present, and otherwise the manifest's own context
+and run options stand in (the guide's ``build`` then ``generate k8s --namespace production``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from madengine.cli.options import (
 
 if TYPE_CHECKING:
     from madengine.ansible_bundle import AnsibleBundle
+    from madengine.export import ExecutionConfig
+    from madengine.manifest import Manifest
 
 generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests).",
                            no_args_is_help=True)
@@ -27,7 +34,7 @@ generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, 
 @generate_app.command("ansible")
 def ansible(
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
-    execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
+    execution_config: ExecConfigOpt = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Playbook file to write; the bundle goes beside it.",
                            dir_okay=False, metavar="FILE")
@@ -49,12 +56,10 @@ def ansible(
     """
     set_verbose(verbose)
     from madengine import ansible_bundle as core
-    from madengine.export import load_execution_config
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config = load_execution_config(execution_config)
-    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    config, root = _execution_config(execution_config, manifest, mad_dir)
     bundle = core.render_ansible(manifest, config, mad_dir=root, playbook=output.name, inventory=inventory)
     directory = output.parent
     core.write_bundle(bundle, directory)
@@ -82,7 +87,7 @@ def _ansible_notes(bundle: AnsibleBundle, directory: Path) -> list[str]:
 @generate_app.command("k8s")
 def k8s(
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
-    execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
+    execution_config: ExecConfigOpt = None,
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes namespace.")] = "madengine",
     output_dir: Annotated[
         Path, typer.Option("--output-dir", help="Folder to write the manifests to.", file_okay=False)
@@ -92,24 +97,36 @@ def k8s(
 ) -> None:
     """Generate Kubernetes manifests (Namespace, ConfigMaps, one Job per model, kustomization, README).
 
-    Both the build manifest and the execution config are required: the manifest names the images,
-    the execution config the run context and options. Exit 0 when written, 4 for bad input (a
-    missing or malformed file, a bad namespace, no model that can run).
+    The manifest names the images; the execution config (optional: else the manifest's context and
+    run options) the run context and options. Exit 0 when written, 4 for bad input (a missing or
+    malformed file, a bad namespace, no model that can run).
     """
     set_verbose(verbose)
     from madengine import k8s as core
     from madengine.cli.render import export as render
-    from madengine.export import load_execution_config
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config = load_execution_config(execution_config)
-    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    config, root = _execution_config(execution_config, manifest, mad_dir)
     bundle = core.render_k8s(manifest, config, namespace=namespace, mad_dir=root)
     core.write_bundle(bundle, output_dir)
     console.print(render.k8s_table(bundle))
     for note in render.k8s_notes(bundle, output_dir):
         err_console.print(note, highlight=False, soft_wrap=True)
+
+
+def _execution_config(given: Path | None, manifest: Manifest,
+                      mad_dir: Path | None) -> tuple[ExecutionConfig, Path]:
+    """The execution config (given, else ./execution_config.json, else implied by the manifest) and
+    the MAD package the generator reads."""
+    from madengine.export import execution_config_from_manifest, load_execution_config
+
+    path = given if given is not None else (DEFAULT_EXEC_CONFIG if DEFAULT_EXEC_CONFIG.is_file() else None)
+    if path is not None:
+        config = load_execution_config(path)
+        return config, _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    root = _mad_dir(mad_dir, manifest.mad_dir)
+    return execution_config_from_manifest(manifest, root), root
 
 
 def _mad_dir(given: Path | None, *recorded: str) -> Path:
