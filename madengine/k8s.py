@@ -42,6 +42,7 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     MASK,
     RUN_DIRECTORY,
@@ -403,11 +404,9 @@ def _run_context(manifest: Manifest, config: ExecutionConfig) -> tuple[dict[str,
     Values masked in the files (``******``) are not passed on: their env keys are read from the
     ``madengine-env`` Secret at run time instead.
     """
-    context = {**manifest.context, **config.context}
-    env = dict(context.get("docker_env_vars") or {})
+    env = {**(manifest.context.get("docker_env_vars") or {}), **(config.context.get("docker_env_vars") or {})}
     secret_env = sorted(key for key, value in env.items() if value == MASK)
-    context["docker_env_vars"] = {k: v for k, v in env.items() if v != MASK}
-    return context, secret_env
+    return run_context(manifest.context, config.context), secret_env
 
 
 def _job_names(entries: list[ManifestEntry]) -> dict[str, str]:

@@ -73,9 +73,8 @@ ManifestFileOpt = Annotated[
     Path, typer.Option("--manifest-file", "-m", help="Build manifest to read.", dir_okay=False, metavar="FILE")
 ]
 ExecConfigOpt = Annotated[
-    Path | None, typer.Option("--execution-config", "-e", dir_okay=False, metavar="FILE",
-                              help="Execution config from export-config (default: ./execution_config.json if "
-                                   "present, else the manifest's context and run options).")
+    Path, typer.Option("--execution-config", "-e", dir_okay=False, metavar="FILE",
+                       help="Execution config from export-config (if absent: the manifest's context and options).")
 ]
 
 DEFAULT_DATA_CONFIG = Path("data.json")

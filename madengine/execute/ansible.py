@@ -42,8 +42,8 @@ from madengine.execute.local import (
     ModelRun,
     RunOptions,
     RunReport,
+    local_run_context,
     row_sink,
-    run_context,
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
@@ -335,7 +335,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
                 "Cluster hosts cannot get the images: the manifest has no registry",
                 hint="build with --registry HOST:PORT so every node can pull by digest",
                 example="madengine-cli run --inventory cluster.yml --tags dummy --registry 127.0.0.1:5000")
-    context = run_context(manifest, options.context, detect=False)
+    context = local_run_context(manifest, options.context, detect=False)
     pdd = (cluster.runs_dir / options.run_id).absolute()
     (pdd / "env").mkdir(parents=True, exist_ok=True)
     (pdd / "project").mkdir(exist_ok=True)

@@ -30,6 +30,7 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
 from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
 from madengine.context import resolve_run_context
@@ -118,20 +119,14 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
-def run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
-    """The manifest's context, overridden by the run's own -c/-f context, completed from this host
-    (unless `detect` is false: cluster hosts detect their own GPUs).
-
-    Secrets are masked in the manifest; a masked env value that the run does not supply again is
-    dropped (with a warning) rather than passed to the container as `******`.
-    """
-    context = {**manifest.context, **given}
-    env = dict(context.get("docker_env_vars") or {})
-    for key, value in list(env.items()):
-        if value == MASK:
+def local_run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
+    """The run context every executor uses (``_request.run_context``: the manifest's, overridden by the
+    run's own -c/-f context, without values the manifest masked), completed from this host unless
+    `detect` is false (cluster hosts detect their own GPUs). A dropped masked value is warned about."""
+    context = run_context(manifest.context, given)
+    for key, value in (manifest.context.get("docker_env_vars") or {}).items():
+        if value == MASK and key not in context["docker_env_vars"]:
             logger.warning("docker_env_vars.%s was masked in the manifest; pass it again with -c", key)
-            del env[key]
-    context["docker_env_vars"] = env
     return resolve_run_context(context) if detect else context
 
 
@@ -167,7 +162,7 @@ def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: P
 
 def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
     """One execute_model request per manifest entry; every bad input is found before anything runs."""
-    context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
+    context = check_context(local_run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
     facts = this_host_facts(context)

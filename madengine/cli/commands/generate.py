@@ -33,8 +33,9 @@ generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, 
 
 @generate_app.command("ansible")
 def ansible(
+    ctx: typer.Context,
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
-    execution_config: ExecConfigOpt = None,
+    execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Playbook file to write; the bundle goes beside it.",
                            dir_okay=False, metavar="FILE")
@@ -59,7 +60,7 @@ def ansible(
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config, root = _execution_config(execution_config, manifest, mad_dir)
+    config, root = _execution_config(execution_config, _given(ctx, "execution_config"), manifest, mad_dir)
     bundle = core.render_ansible(manifest, config, mad_dir=root, playbook=output.name, inventory=inventory)
     directory = output.parent
     core.write_bundle(bundle, directory)
@@ -86,8 +87,9 @@ def _ansible_notes(bundle: AnsibleBundle, directory: Path) -> list[str]:
 
 @generate_app.command("k8s")
 def k8s(
+    ctx: typer.Context,
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
-    execution_config: ExecConfigOpt = None,
+    execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes namespace.")] = "madengine",
     output_dir: Annotated[
         Path, typer.Option("--output-dir", help="Folder to write the manifests to.", file_okay=False)
@@ -107,7 +109,7 @@ def k8s(
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config, root = _execution_config(execution_config, manifest, mad_dir)
+    config, root = _execution_config(execution_config, _given(ctx, "execution_config"), manifest, mad_dir)
     bundle = core.render_k8s(manifest, config, namespace=namespace, mad_dir=root)
     core.write_bundle(bundle, output_dir)
     console.print(render.k8s_table(bundle))
@@ -115,14 +117,19 @@ def k8s(
         err_console.print(note, highlight=False, soft_wrap=True)
 
 
-def _execution_config(given: Path | None, manifest: Manifest,
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not left at its default."""
+    source = ctx.get_parameter_source(name)  # Typer's own (vendored) Click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+def _execution_config(path: Path, given: bool, manifest: Manifest,
                       mad_dir: Path | None) -> tuple[ExecutionConfig, Path]:
-    """The execution config (given, else ./execution_config.json, else implied by the manifest) and
-    the MAD package the generator reads."""
+    """The execution config (``path``; the default one only if it exists, else the one the manifest
+    implies) and the MAD package the generator reads. A given file must exist and be valid (exit 4)."""
     from madengine.export import execution_config_from_manifest, load_execution_config
 
-    path = given if given is not None else (DEFAULT_EXEC_CONFIG if DEFAULT_EXEC_CONFIG.is_file() else None)
-    if path is not None:
+    if given or path.is_file():
         config = load_execution_config(path)
         return config, _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
     root = _mad_dir(mad_dir, manifest.mad_dir)
