@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
@@ -42,6 +43,7 @@ from madengine.execute.local import (
     ModelRun,
     RunOptions,
     RunReport,
+    _read_json,
     row_sink,
     run_context,
 )
@@ -146,7 +148,8 @@ def _close_control_masters(control_dir: Path) -> None:
 def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict[str, Any]:
     credentials = Credentials.load(mad_dir)
     registry = options.registry or manifest.registry
-    secrets: dict[str, Any] = {"run_models_cred_env": {}}
+    # The controller's MAD_SECRETS* variables reach every container (as in a local run).
+    secrets: dict[str, Any] = {"run_models_cred_env": {}, "run_models_secret_env": credentials.secret_env_build_args()}
     if registry:
         login = credentials.registry_login(registry)
         if login.has_login:
@@ -363,6 +366,11 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         extravars["run_models_tools_config"] = str(options.tools_config)
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
+    # Warned once here; each host says it again in its log and rows (host paths are checked there).
+    for problem in data_problems([e.model.to_dict() for e in manifest.entries()],
+                                 _read_json(options.data_config, "data config"), str(mad_dir),
+                                 exists=lambda _path: True).values():
+        logger.warning("%s: the models using it run without it", problem)
     sink = row_sink(options)
     for host, keys in plan.items():
         for key in keys:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     _open_log,
     execute_model,
     log_path,
-    preflight,
     preflight_context,
+    preflight_model,
     prepare_context,
 )
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
@@ -167,19 +168,26 @@ def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: P
 
 
 def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
-    """One execute_model request per manifest entry; every bad input is found before anything runs."""
+    """One execute_model request per manifest entry. A bad context is exit 4 before anything runs; a bad
+    card (its script missing, an unknown ``cred``) gets an ``error``: its FAILURE row, the others run.
+    Data that will not be mounted is warned about once per data source."""
     context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
+    # The host's MAD_SECRETS* variables reach every container (as upstream), masked like credentials.
+    secret_env = credentials.secret_env_build_args()
     facts = host_facts(context)
-    requests, problems = [], []
-    for entry in manifest.entries():
-        model = entry.model.to_dict()
-        problems += preflight(model, context, str(mad_dir))
-        cred_env: dict[str, str] = {}
+    models = [entry.model.to_dict() for entry in manifest.entries()]
+    for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
+        logger.warning("%s: the models using it run without it", problem)
+    requests = []
+    for entry, model in zip(manifest.entries(), models, strict=True):
+        # A bad card is that card's FAILURE row; the other cards run.
+        problems = preflight_model(model, str(mad_dir))
+        cred_env: dict[str, str] = dict(secret_env)
         if entry.model.cred:
             try:
-                cred_env = credentials.cred_build_args(entry.model.cred)
+                cred_env.update(credentials.cred_build_args(entry.model.cred))
             except CredentialError as e:
                 problems.append(str(e))
         requests.append((entry, {
@@ -197,10 +205,8 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
                         "force_mirror_local": options.force_mirror_local},
             "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
             "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
+            **({"error": "; ".join(problems)} if problems else {}),
         }))
-    if problems:
-        raise InvalidInputError("Cannot run: " + "; ".join(problems),
-                                hint="fix the paths in the model definitions or the context; nothing was run")
     return requests
 
 
@@ -221,6 +227,8 @@ def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any]
     name = entry.model.name
     row_kw = {"host": "localhost", "run_id": request["run_id"], "image": request["image"],
               "docker_file": entry.image.dockerfile}
+    if request.get("error"):  # the card cannot run (its script is missing): its row says why
+        return ModelRun(name, [failure_row(request["model"], request["error"], **row_kw)], ""), False
     try:
         emit("pull", name, {"image": request["image"]})
         ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
