@@ -150,11 +150,11 @@ def _tools(context: Mapping[str, Any], tools_config_path: str | None) -> dict[st
     requested = context.get("tools") or []
     if not requested:
         return {}
-    name = tools_config_path or "the tools config"
-    config = _read_json_object(tools_config_path, "--tools-config")
-    if not config:
-        raise InvalidInputError(f"tools are requested but the tools config {name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
+    from madengine.tools_config import effective_tools_config, tools_config_name
+
+    path = effective_tools_config(tools_config_path)  # the hub has none: madengine's default
+    name = tools_config_name(path)
+    config = _read_json_object(str(path), "--tools-config")
     try:
         table = tools_table(config, name)
     except ValueError as exc:

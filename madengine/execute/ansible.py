@@ -50,6 +50,7 @@ from madengine.execute.local import (
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
 from madengine.results import summarize
+from madengine.tools_config import effective_tools_config
 
 logger = logging.getLogger(__name__)
 
@@ -362,8 +363,9 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         "run_models_image_transfer": cluster.image_transfer,
         "run_models_hosts": ",".join(plan),
     }
-    if options.tools_config:
-        extravars["run_models_tools_config"] = str(options.tools_config)
+    if options.tools_config or context.get("tools"):
+        # A MAD tree without tools.json (the hub's) uses madengine's default, as a local run does.
+        extravars["run_models_tools_config"] = str(effective_tools_config(options.tools_config))
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
     # Warned once here; each host says it again in its log and rows (host paths are checked there).

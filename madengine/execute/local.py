@@ -39,6 +39,7 @@ from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
 from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
+from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +145,16 @@ def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
-    """The context with its tools resolved against the tools config (read from `tools_config`).
+    """The context with its tools resolved against the tools config (read from `tools_config`; madengine's
+    default tools config when that file does not exist).
 
-    Raises InvalidInputError (exit 4) for an unknown tool, a missing tools config, or a missing pre/post
+    Raises InvalidInputError (exit 4) for an unknown tool, a malformed tools config, or a missing pre/post
     script path; the full workflow calls it before building, execution before any container.
     """
-    tools_name = str(tools_config) if tools_config else "tools config"
+    if context.get("tools"):  # a MAD tree without tools.json (the hub's) uses madengine's default
+        tools_config = effective_tools_config(tools_config)
+    tools_name = tools_config_name(tools_config) if tools_config else "the tools config"
     tools = _read_json(tools_config, "tools config")
-    if context.get("tools") and not tools:
-        raise InvalidInputError(f"tools are requested but the tools config {tools_name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
     try:
         context = prepare_context(context, tools, tools_name)
     except ValueError as e:
@@ -208,6 +209,30 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
             **({"error": "; ".join(problems)} if problems else {}),
         }))
     return requests
+
+
+#: Intermediate perf files that ``--cleanup-perf`` removes from the output directory (those upstream
+#: madengine leaves beside perf.csv); perf.csv and perf_super files stay.
+PERF_INTERMEDIATES = ("perf_entry.csv", "perf_entry.json", "perf_entry_super.json", "perf_entry_super.csv")
+
+
+def cleanup_perf_files(output_dir: Path, run_dir: Path | None = None) -> list[Path]:
+    """``--cleanup-perf`` (upstream's flag): remove the intermediate perf files, keep perf.csv.
+
+    Removes :data:`PERF_INTERMEDIATES` in ``output_dir`` and the per-model rows files (``*.rows.json``)
+    of a cluster run under ``run_dir`` (``runs/<run_id>``); every row is in perf.csv already.
+    Returns the removed paths.
+    """
+    candidates = [Path(output_dir) / name for name in PERF_INTERMEDIATES]
+    if run_dir is not None and Path(run_dir).is_dir():
+        candidates += sorted(Path(run_dir).rglob("*.rows.json"))
+    removed = []
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:

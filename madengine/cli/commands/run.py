@@ -123,6 +123,10 @@ def run(
         Path | None, typer.Option("--execution-config", "-e", metavar="FILE", dir_okay=False,
                                   help="Run options and context from madengine-cli export-config.")
     ] = None,
+    cleanup_perf: Annotated[
+        bool, typer.Option("--cleanup-perf", help="Remove intermediate perf files after the run "
+                                                  "(keeps perf.csv and perf_super files).")
+    ] = False,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -296,12 +300,18 @@ def run(
         regressions = len(result.regressions)
     run_phase = report.summary.to_dict()
     if build_phase is not None:  # a full workflow: the combined build → run summary
-        console.print(common.workflow_table(workflow_summary(build_phase, run_phase)))
+        console.print(common.workflow_table(workflow_summary(build_phase, run_phase), len(report.runs)))
     for note in render.notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)
         write_json_atomic(summary_output, payload)
+    if cleanup_perf:
+        from madengine.execute.local import cleanup_perf_files
+
+        removed = cleanup_perf_files(options.output_dir, RUNS_DIR / options.run_id)
+        err_console.print(f"🧹 --cleanup-perf: removed {len(removed)} intermediate perf file(s); "
+                          f"{escape(str(output))} is kept.", highlight=False)
     if build_failed:
         raise typer.Exit(int(ExitCode.BUILD_FAILURE))
     if report.summary.failed_runs:
