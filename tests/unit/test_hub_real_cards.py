@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from ansible_collections.mad.engine.plugins.module_utils._runspec import script_location
 
 from madengine import k8s
 from madengine.ansible_bundle import VARS_FILE, render_ansible
@@ -27,11 +28,10 @@ from madengine.k8s import KUBERNETES_VERSION, render_k8s
 from madengine.manifest import BuiltImage, Manifest
 from madengine.model import Model
 
-from ansible_collections.mad.engine.plugins.module_utils._runspec import script_location
-
-REALMAD = Path(__file__).resolve().parents[2].parent.parent / "shared" / "realmad"
-if not REALMAD.is_dir():
-    REALMAD = Path("/work/shared/realmad")
+_REPO = Path(__file__).resolve().parents[2]
+# ../shared beside the clone (a worktree under wt/ looks one level further up).
+REALMAD = next((p for p in (_REPO.parent / "shared" / "realmad", _REPO.parent.parent / "shared" / "realmad")
+                if p.is_dir()), _REPO.parent / "shared" / "realmad")
 pytestmark = pytest.mark.skipif(not REALMAD.is_dir(), reason="../shared/realmad (the real hub cards) is absent")
 
 DIGEST = "sha256:" + "ab" * 32
@@ -46,7 +46,7 @@ def hub(tmp_path_factory) -> tuple[Path, list[Model]]:
 
     root = tmp_path_factory.mktemp("realmad") / "MAD"
     shutil.copytree(REALMAD, root)
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         os.chmod(dirpath, 0o755)
         for name in files:
             os.chmod(os.path.join(dirpath, name), 0o644)
