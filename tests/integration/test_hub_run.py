@@ -148,8 +148,11 @@ def test_manifest_run_with_a_missing_script_runs_the_others(capsys, mad) -> None
     res = cli(capsys, "build", "--tags", mad.uid, "-c", '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}')
     assert res.code == 0, res.text
     (mad.root / "scripts/bad/run.sh").unlink()
-    res = cli(capsys, "run", "--manifest-file", "build_manifest.json")
+    (mad.root / "perf_entry.csv").write_text("left by an upstream run\n")
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json", "--cleanup-perf")
     assert res.code == 3, res.text
+    # --cleanup-perf: the intermediate perf files go, perf.csv stays.
+    assert not (mad.root / "perf_entry.csv").exists() and "removed 1 intermediate perf file(s)" in res.text
     rows = by_model(perf_rows())
     assert rows[ok]["status"] == "SUCCESS"
     assert rows[bad]["status"] == "FAILURE" and "scripts/bad/run.sh not found" in rows[bad]["reason"]
