@@ -51,7 +51,8 @@ def test_a_source_without_provider_runs_with_only_its_name():
 def test_a_missing_or_failing_source_is_not_mounted_but_does_not_raise(tmp_path):
     plan, problem = resolve_data("gone", {"huggingface": {}}, "/mad")
     assert plan.env == {"MAD_DATANAME": "gone"} and plan.binds == []
-    assert problem == "data gone is NOT mounted: data source gone is not defined in the data config (known: huggingface)"
+    assert problem == ("data gone is NOT mounted: data source gone is not defined in the data config "
+                       "(known: huggingface)")
     plan, problem = resolve_data("tiny", {"tiny": {"local": str(tmp_path / "absent")}}, "/mad")
     assert plan.binds == [] and problem.startswith("data tiny is NOT mounted: data source tiny not found: ")
     present = tmp_path / "present"
