@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._execute import preflight, prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._request import host_plan
@@ -336,6 +337,10 @@ def render_ansible(manifest: Manifest, config: ExecutionConfig, *, mad_dir: Path
     for entry in entries:
         for problem in preflight(entry.model.to_dict(), resolved, str(root)):
             notes.append(f"{problem}: its run will fail")
+    # Data that will not be mounted does not stop a model (host paths are checked on the hosts).
+    for problem in data_problems([e.model.to_dict() for e in entries], data_config, str(root),
+                                 exists=lambda _path: True).values():
+        notes.append(f"{problem}: its models run without it")
 
     models = []
     for entry in entries:

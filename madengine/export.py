@@ -127,8 +127,10 @@ def _data_needs(model: Model, data_config: Mapping[str, Any], notes: list[str]) 
         return None
     entry = data_config.get(model.data)
     if entry is None:
-        notes.append(f"model {model.name}: data {model.data!r} is not defined in the data config; "
-                     "its run will fail unless the run host's data config defines it")
+        note = (f"data {model.data!r} is not defined in the data config: its models run without it (NOT mounted) "
+                "unless the run host's data config defines it")
+        if note not in notes:  # once per data source
+            notes.append(note)
         return {"name": model.data, "defined": False, "providers": [], "readwrite": False, "size": ""}
     if isinstance(entry, str):
         entry = {"local": entry}

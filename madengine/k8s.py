@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils._data import DataError, resolve_data
+from ansible_collections.mad.engine.plugins.module_utils._data import DataError, data_problems, resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
@@ -477,8 +477,6 @@ def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _Planne
         # not drop the Job (the run-context rule): the Job runs without it, and its row says so.
         data_plan, data_problem = resolve_data(entry.model.data, run.data_config, str(run.root), run.mirror,
                                                exists=lambda _p: True)
-        if data_problem:
-            notes.append(f"{data_problem}: the Job runs without it")
     facts = {"gpu_vendor": vendor, "gpu_count": gpus, "gpu_architecture": architecture, "render_devices": []}
     # The device plugin picks the GPUs: docker_gpus (host indices) has no meaning in a pod.
     body_ctx = {k: v for k, v in context.items() if k != "docker_gpus"}
@@ -686,6 +684,9 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
         files[name] = masked
     for job in jobs:
         notes += [f"{job.model}: {note}" for note in job.notes]
+    for problem in data_problems([e.model.to_dict() for e in entries], run.data_config, str(root), run.mirror,
+                                 exists=lambda _p: True).values():  # once per data source
+        notes.append(f"{problem}: its Jobs run without it (their rows say so)")
     if not str(context.get("gpu_architecture") or ""):
         gpu_jobs = [job.model for job in jobs if job.gpu_vendor != "CPU"]
         if gpu_jobs:

@@ -171,3 +171,32 @@ def test_generate_ansible_over_the_real_cards(hub):
     for model in models:
         folder, script = script_location(model.to_dict())
         assert f"{folder}/{script}" in bundle.mad_files, model.name
+
+
+def test_a_data_source_missing_from_data_json_drops_nothing(hub):
+    """generate k8s / ansible / export-config: a source the data config lacks is one warning, no lost Job."""
+    root, models = hub
+    options = ExportOptions(mad_dir=root, data_config="data.json", tools_config="scripts/common/tools.json",
+                            data_config_given=False, tools_config_given=False)
+    raw = build_execution_config(models, dict(CONTEXT), options).config
+    raw = json.loads(json.dumps(raw))
+    raw["run_options"]["data"] = {}
+    config = execution_config_from_dict(raw)
+    k8s_bundle = render_k8s(_manifest(models), config, mad_dir=root, credentials=Credentials({}, env={}))
+    assert len(k8s_bundle.jobs) == len(models) and k8s_bundle.skipped == []
+    assert [n for n in k8s_bundle.notes if "NOT mounted" in n] == [
+        "data huggingface is NOT mounted: data source huggingface is not defined in the data config (known: none)"
+        ": its Jobs run without it (their rows say so)"]
+    spec = json.loads(yaml.safe_load(k8s_bundle.files["configmap-config.yaml"])["data"][
+        next(j.name for j in k8s_bundle.jobs if j.model == "vllm/pyt_vllm_command-a-plus") + ".json"])
+    assert spec["data_problem"].startswith("data huggingface is NOT mounted")
+    bundle = render_ansible(_manifest(models), config, mad_dir=root, credentials=Credentials({}, env={}))
+    assert [n for n in bundle.notes if "NOT mounted" in n] == [
+        "data huggingface is NOT mounted: data source huggingface is not defined in the data config (known: none)"
+        ": its models run without it"]
+    # export-config with a data config that lacks the source: one note, not one per card.
+    (root / "empty-data.json").write_text("{}")
+    options = ExportOptions(mad_dir=root, data_config="empty-data.json", tools_config="scripts/common/tools.json",
+                            data_config_given=True, tools_config_given=False)
+    notes = build_execution_config(models, dict(CONTEXT), options).notes
+    assert sum("huggingface" in n for n in notes) == 1 and "run without it" in next(n for n in notes if "hugg" in n)

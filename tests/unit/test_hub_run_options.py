@@ -48,3 +48,26 @@ def test_cleanup_perf_removes_intermediates_and_keeps_perf_csv(tmp_path: Path):
     assert sorted(p.name for p in removed) == sorted([*PERF_INTERMEDIATES, "m.rows.json"])
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["m.run.live.log", "perf.csv",
                                                                           "perf_super.csv"]
+
+
+def test_k8s_result_step_says_the_data_was_not_mounted(tmp_path: Path):
+    """The Job's result step (madengine_result.py + _perf.py) adds the spec's data_problem to each row."""
+    import subprocess
+    import sys
+
+    from ansible_collections.mad.engine.plugins.module_utils import _perf
+
+    from madengine.templating import template_text
+
+    (tmp_path / "_perf.py").write_text(Path(_perf.__file__).read_text())
+    (tmp_path / "madengine_result.py").write_text(template_text("k8s/madengine_result.py"))
+    spec = {"job": "j", "model": {"name": "m"}, "timeout": 60, "run_directory": str(tmp_path),
+            "results_dir": str(tmp_path), "begin": "BEGIN", "end": "END", "row": {},
+            "data_problem": "data gone is NOT mounted: not defined"}
+    (tmp_path / "j.json").write_text(json.dumps(spec))
+    (tmp_path / "log").write_text("performance: 5 x\n")
+    out = subprocess.run([sys.executable, "-B", str(tmp_path / "madengine_result.py"), str(tmp_path / "j.json"),
+                          str(tmp_path / "log"), "0", "2026-01-01T00:00:00+00:00", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    [row] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert (row["status"], row["reason"]) == ("SUCCESS", "data gone is NOT mounted: not defined")
