@@ -127,8 +127,10 @@ def _data_needs(model: Model, data_config: Mapping[str, Any], notes: list[str]) 
         return None
     entry = data_config.get(model.data)
     if entry is None:
-        notes.append(f"model {model.name}: data {model.data!r} is not defined in the data config; "
-                     "its run will fail unless the run host's data config defines it")
+        note = (f"data {model.data!r} is not defined in the data config: its models run without it (NOT mounted) "
+                "unless the run host's data config defines it")
+        if note not in notes:  # once per data source
+            notes.append(note)
         return {"name": model.data, "defined": False, "providers": [], "readwrite": False, "size": ""}
     if isinstance(entry, str):
         entry = {"local": entry}
@@ -150,11 +152,11 @@ def _tools(context: Mapping[str, Any], tools_config_path: str | None) -> dict[st
     requested = context.get("tools") or []
     if not requested:
         return {}
-    name = tools_config_path or "the tools config"
-    config = _read_json_object(tools_config_path, "--tools-config")
-    if not config:
-        raise InvalidInputError(f"tools are requested but the tools config {name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
+    from madengine.tools_config import effective_tools_config, tools_config_name
+
+    path = effective_tools_config(tools_config_path)  # the hub has none: madengine's default
+    name = tools_config_name(path)
+    config = _read_json_object(str(path), "--tools-config")
     try:
         table = tools_table(config, name)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
@@ -42,12 +43,14 @@ from madengine.execute.local import (
     ModelRun,
     RunOptions,
     RunReport,
+    _read_json,
     local_run_context,
     row_sink,
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
 from madengine.results import summarize
+from madengine.tools_config import effective_tools_config
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +149,8 @@ def _close_control_masters(control_dir: Path) -> None:
 def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict[str, Any]:
     credentials = Credentials.load(mad_dir)
     registry = options.registry or manifest.registry
-    secrets: dict[str, Any] = {"run_models_cred_env": {}}
+    # The controller's MAD_SECRETS* variables reach every container (as in a local run).
+    secrets: dict[str, Any] = {"run_models_cred_env": {}, "run_models_secret_env": credentials.secret_env_build_args()}
     if registry:
         login = credentials.registry_login(registry)
         if login.has_login:
@@ -359,10 +363,16 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         "run_models_image_transfer": cluster.image_transfer,
         "run_models_hosts": ",".join(plan),
     }
-    if options.tools_config:
-        extravars["run_models_tools_config"] = str(options.tools_config)
+    if options.tools_config or context.get("tools"):
+        # A MAD tree without tools.json (the hub's) uses madengine's default, as a local run does.
+        extravars["run_models_tools_config"] = str(effective_tools_config(options.tools_config))
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
+    # Warned once here; each host says it again in its log and rows (host paths are checked there).
+    for problem in data_problems([e.model.to_dict() for e in manifest.entries()],
+                                 _read_json(options.data_config, "data config"), str(mad_dir),
+                                 exists=lambda _path: True).values():
+        logger.warning("%s: the models using it run without it", problem)
     sink = row_sink(options)
     for host, keys in plan.items():
         for key in keys:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     _open_log,
     execute_model,
     log_path,
-    preflight,
     preflight_context,
+    preflight_model,
     prepare_context,
 )
 from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
@@ -40,6 +41,7 @@ from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
 from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
+from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
 
@@ -137,16 +139,16 @@ def this_host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
-    """The context with its tools resolved against the tools config (read from `tools_config`).
+    """The context with its tools resolved against the tools config (read from `tools_config`; madengine's
+    default tools config when that file does not exist).
 
-    Raises InvalidInputError (exit 4) for an unknown tool, a missing tools config, or a missing pre/post
+    Raises InvalidInputError (exit 4) for an unknown tool, a malformed tools config, or a missing pre/post
     script path; the full workflow calls it before building, execution before any container.
     """
-    tools_name = str(tools_config) if tools_config else "tools config"
+    if context.get("tools"):  # a MAD tree without tools.json (the hub's) uses madengine's default
+        tools_config = effective_tools_config(tools_config)
+    tools_name = tools_config_name(tools_config) if tools_config else "the tools config"
     tools = _read_json(tools_config, "tools config")
-    if context.get("tools") and not tools:
-        raise InvalidInputError(f"tools are requested but the tools config {tools_name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
     try:
         context = prepare_context(context, tools, tools_name)
     except ValueError as e:
@@ -161,19 +163,26 @@ def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: P
 
 
 def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
-    """One execute_model request per manifest entry; every bad input is found before anything runs."""
+    """One execute_model request per manifest entry. A bad context is exit 4 before anything runs; a bad
+    card (its script missing, an unknown ``cred``) gets an ``error``: its FAILURE row, the others run.
+    Data that will not be mounted is warned about once per data source."""
     context = check_context(local_run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
+    # The host's MAD_SECRETS* variables reach every container (as upstream), masked like credentials.
+    secret_env = credentials.secret_env_build_args()
     facts = this_host_facts(context)
-    requests, problems = [], []
-    for entry in manifest.entries():
-        model = entry.model.to_dict()
-        problems += preflight(model, context, str(mad_dir))
-        cred_env: dict[str, str] = {}
+    models = [entry.model.to_dict() for entry in manifest.entries()]
+    for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
+        logger.warning("%s: the models using it run without it", problem)
+    requests = []
+    for entry, model in zip(manifest.entries(), models, strict=True):
+        # A bad card is that card's FAILURE row; the other cards run.
+        problems = preflight_model(model, str(mad_dir))
+        cred_env: dict[str, str] = dict(secret_env)
         if entry.model.cred:
             try:
-                cred_env = credentials.cred_build_args(entry.model.cred)
+                cred_env.update(credentials.cred_build_args(entry.model.cred))
             except CredentialError as e:
                 problems.append(str(e))
         requests.append((entry, {
@@ -191,11 +200,33 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
                         "force_mirror_local": options.force_mirror_local},
             "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
             "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
+            **({"error": "; ".join(problems)} if problems else {}),
         }))
-    if problems:
-        raise InvalidInputError("Cannot run: " + "; ".join(problems),
-                                hint="fix the paths in the model definitions or the context; nothing was run")
     return requests
+
+
+#: Intermediate perf files that ``--cleanup-perf`` removes from the output directory (those upstream
+#: madengine leaves beside perf.csv); perf.csv and perf_super files stay.
+PERF_INTERMEDIATES = ("perf_entry.csv", "perf_entry.json", "perf_entry_super.json", "perf_entry_super.csv")
+
+
+def cleanup_perf_files(output_dir: Path, run_dir: Path | None = None) -> list[Path]:
+    """``--cleanup-perf`` (upstream's flag): remove the intermediate perf files, keep perf.csv.
+
+    Removes :data:`PERF_INTERMEDIATES` in ``output_dir`` and the per-model rows files (``*.rows.json``)
+    of a cluster run under ``run_dir`` (``runs/<run_id>``); every row is in perf.csv already.
+    Returns the removed paths.
+    """
+    candidates = [Path(output_dir) / name for name in PERF_INTERMEDIATES]
+    if run_dir is not None and Path(run_dir).is_dir():
+        candidates += sorted(Path(run_dir).rglob("*.rows.json"))
+    removed = []
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
@@ -215,6 +246,8 @@ def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any]
     name = entry.model.name
     row_kw = {"host": "localhost", "run_id": request["run_id"], "image": request["image"],
               "docker_file": entry.image.dockerfile}
+    if request.get("error"):  # the card cannot run (its script is missing): its row says why
+        return ModelRun(name, [failure_row(request["model"], request["error"], **row_kw)], ""), False
     try:
         emit("pull", name, {"image": request["image"]})
         ensure_image(engine, request["image"], entry.image.image_digest or "", auth)

@@ -368,8 +368,10 @@ def test_configmaps_hold_manifest_config_and_scripts(mad):
                         context={"gpu_vendor": "AMD", "guest_os": "UBUNTU", "tools": [{"name": "time_wrapper"}]})
     docs = {doc["metadata"]["name"]: doc for _, doc in documents(bundle.files) if doc["kind"] == "ConfigMap"}
     config = docs["madengine-config"]["data"]
-    assert json.loads(config["build_manifest.json"])["built_images"]["ci-dummy_dummy"]["image_digest"] == DIGEST
-    assert json.loads(config["execution_config.json"])["execution_config_version"] == 1
+    # Only what the Jobs read is in the ConfigMap; the manifest and execution config are bundle files.
+    assert "build_manifest.json" not in config and "execution_config.json" not in config
+    assert json.loads(bundle.files["build_manifest.json"])["built_images"]["ci-dummy_dummy"]["image_digest"] == DIGEST
+    assert json.loads(bundle.files["execution_config.json"])["execution_config_version"] == 1
     assert "def rows_for_run" in config["_perf.py"] and "rows_for_run" in config["madengine_result.py"]
     for job in bundle.jobs:
         spec = json.loads(config[f"{job.name}.json"])

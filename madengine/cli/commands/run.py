@@ -113,6 +113,10 @@ def run(
         Path | None, typer.Option("--execution-config", "-e", metavar="FILE", dir_okay=False,
                                   help="Run options and context from madengine-cli export-config.")
     ] = None,
+    cleanup_perf: Annotated[
+        bool, typer.Option("--cleanup-perf", help="Remove intermediate perf files after the run "
+                                                  "(keeps perf.csv and perf_super files).")
+    ] = False,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -131,12 +135,13 @@ def run(
         image_transfer=image_transfer, retries=retries, resume=resume, rerun_failed=rerun_failed,
         execution_config=execution_config, mad_dir=mad_dir))
     _execute(request, summary_output=summary_output, baseline=baseline, live_output=live_output,
+             cleanup_perf=cleanup_perf,
              build=dict(clean_docker_cache=clean_docker_cache, manifest_output=manifest_output,
                         ignore_deprecated=ignore_deprecated, jobs=jobs))
 
 
 def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | None, live_output: bool,
-             build: dict[str, Any]) -> None:
+             cleanup_perf: bool, build: dict[str, Any]) -> None:
     """Build (the full workflow), run and render; exits with the documented code."""
     from ansible_collections.mad.engine.plugins.module_utils._runspec import describe_timeout
     from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
@@ -226,12 +231,18 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
         regressions = len(result.regressions)
     run_phase = report.summary.to_dict()
     if build_phase is not None:  # a full workflow: the combined build → run summary
-        console.print(common.workflow_table(workflow_summary(build_phase, run_phase)))
+        console.print(common.workflow_table(workflow_summary(build_phase, run_phase), len(report.runs)))
     for note in render.notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)
         write_json_atomic(summary_output, payload)
+    if cleanup_perf:
+        from madengine.execute.local import cleanup_perf_files
+
+        removed = cleanup_perf_files(options.output_dir, core.RUNS_DIR / options.run_id)
+        err_console.print(f"🧹 --cleanup-perf: removed {len(removed)} intermediate perf file(s); "
+                          f"{escape(str(output))} is kept.", highlight=False)
     if build_failed:
         raise typer.Exit(int(ExitCode.BUILD_FAILURE))
     if report.summary.failed_runs:

@@ -27,6 +27,8 @@ DATA_ROOT = "/data"
 #: Where a host-path NAS source is bound (read-only) to be copied from.
 NAS_SOURCE_ROOT = "/mnt/madengine_nas"
 WORKSPACE = "/myworkspace"
+#: How a run log and row say that a model's data was not provided (upstream's wording).
+NOT_MOUNTED = "NOT mounted"
 
 
 class DataError(ValueError):
@@ -240,6 +242,52 @@ def _nas(name: str, entry: dict, cfg: dict, home: str, mad_dir: str, mirror_loca
         plan.binds.append(_bind(host, staged, "ro", name))
         plan.commands.append(_join(["cp", "-a", staged + "/.", home + "/"]))
     return _mirror(plan, cfg, mirror_local, mad_dir)
+
+
+def has_provider(entry: Any) -> bool:
+    """Whether a data.json entry names a provider (a path string, or an object with a provider key).
+
+    The hub's ``{"huggingface": {}}`` names none: the model's script fetches its data itself.
+    """
+    return isinstance(entry, str) or (isinstance(entry, dict) and any(kind in entry for kind in PROVIDER_ORDER))
+
+
+def resolve_data(dataname: str, data_config: Any, mad_dir: str, mirror_local: str | None = None, *,
+                 exists: Callable[[str], bool] = os.path.exists) -> tuple[DataPlan, str]:
+    """The data of a model, never an obstacle to its run: ``(plan, problem)`` (the run-context rule).
+
+    A source with a usable provider gives :func:`plan_data`'s plan and ``problem`` "". A source that
+    names no provider (the hub's ``{"huggingface": {}}``) gives a plan with no mount, only
+    ``MAD_DATANAME`` set, and ``problem`` "" (the script fetches its data itself). A source missing from
+    the data config, malformed, or whose providers all fail gives that same mount-less plan and
+    ``problem`` ``data <name> is NOT mounted: <why>`` (as upstream logs it): the model runs anyway and
+    its metric decides the status; the caller warns and writes ``problem`` into the row's reason.
+    """
+    entry = data_config.get(dataname) if isinstance(data_config, dict) else None
+    if isinstance(entry, dict) and not has_provider(entry):
+        return unmounted_plan(dataname, entry), ""
+    try:
+        return plan_data(dataname, data_config, mad_dir, mirror_local, exists=exists), ""
+    except DataError as exc:
+        return unmounted_plan(dataname, entry), f"data {dataname} is {NOT_MOUNTED}: {exc}"
+
+
+def unmounted_plan(dataname: str, entry: Any = None) -> DataPlan:
+    """The plan of data that is not mounted: ``MAD_DATANAME`` only, no bind, no command."""
+    size = str(entry.get("size", "") or "") if isinstance(entry, dict) else ""
+    return DataPlan(dataname=dataname, provider="", datahome="", env={"MAD_DATANAME": dataname}, size=size)
+
+
+def data_problems(models: Any, data_config: Any, mad_dir: str, mirror_local: str | None = None, *,
+                  exists: Callable[[str], bool] = os.path.exists) -> dict[str, str]:
+    """``{dataname: problem}`` for the data sources of ``models`` (dicts with ``data``) that will not be
+    mounted (see :func:`resolve_data`); one entry per source, so a caller warns once per source."""
+    problems: dict[str, str] = {}
+    for model in models:
+        name = str((model or {}).get("data") or "")
+        if name and name not in problems:
+            problems[name] = resolve_data(name, data_config, mad_dir, mirror_local, exists=exists)[1]
+    return {name: text for name, text in problems.items() if text}
 
 
 _PLANNERS: dict[str, Callable[..., Any]] = {

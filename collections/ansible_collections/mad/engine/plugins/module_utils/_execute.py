@@ -16,13 +16,14 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from ansible_collections.mad.engine.plugins.module_utils._container import run_container
-from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
+from ansible_collections.mad.engine.plugins.module_utils._data import resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row, rows_for_run, skipped_row
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
@@ -66,15 +67,69 @@ def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -
 
 def preflight(model: dict, context: dict, mad_dir: str) -> list[str]:
     """Problems that make a model impossible to run here (missing script or pre/post script paths)."""
-    problems = []
+    return preflight_model(model, mad_dir) + preflight_context(context, mad_dir)
+
+
+def preflight_model(model: dict, mad_dir: str) -> list[str]:
+    """Problems of the model itself (its script missing): that model's FAILURE row, not the run's end."""
     try:
         folder, script = script_location(model)
-        if not os.path.isfile(os.path.join(mad_dir, folder, script)):
-            problems.append(f"model {model.get('name')}: script {os.path.join(folder, script)} not found "
-                            f"under {mad_dir}")
     except ValueError as e:
-        problems.append(str(e))
-    return problems + preflight_context(context, mad_dir)
+        return [str(e)]
+    if not os.path.isfile(os.path.join(mad_dir, folder, script)):
+        return [f"model {model.get('name')}: script {os.path.join(folder, script)} not found under {mad_dir}"]
+    return []
+
+
+def timeout_line(timeout: int | None) -> str:
+    """The run log's timeout line (upstream's wording, which its tests read)."""
+    return f"Setting timeout to {int(timeout or 0)} seconds." + ("" if timeout else " (no limit)")
+
+
+def run_notes(model: dict, timeout: int | None, data_plan: Any, data_problem: str) -> list[str]:
+    """The lines the run log holds after the command line: the timeout, and what became of the data."""
+    lines = [timeout_line(timeout)]
+    if data_problem:
+        lines.append(data_problem)
+    elif data_plan is not None and not data_plan.provider:
+        lines.append(f"data {data_plan.dataname} names no provider in the data config: nothing is mounted "
+                     f"(MAD_DATANAME={data_plan.dataname}; the script fetches its data itself)")
+    return lines
+
+
+def with_reason(row: dict[str, str], note: str) -> dict[str, str]:
+    """``row`` with ``note`` added to its reason (a SUCCESS row gets it as its only reason)."""
+    reason = row.get("reason") or ""
+    return dict(row, reason=f"{reason}; {note}" if reason else note)
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]+@")
+#: Seconds a card's ``url`` clone may take.
+CLONE_TIMEOUT = 600
+
+
+def clone_url(url: str, run_dir: str, timeout: int = CLONE_TIMEOUT) -> str:
+    """Clone a card's ``url`` (git) into ``<run_dir>/<repository name>`` before the run, as upstream
+    does; the folder appears at ``run_directory/<name>`` in the container. Returns the folder.
+
+    Raises OSError when git is missing or the clone fails (the message never shows URL credentials).
+    """
+    shown = _USERINFO.sub(r"\1******@", url)
+    name = os.path.basename(url.rstrip("/")) or "repository"
+    name = name[:-4] if name.endswith(".git") else name
+    target = os.path.join(run_dir, safe_name(name))
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        done = subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--", url, target], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise OSError(f"cannot clone url {shown}: git is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(f"cannot clone url {shown}: no answer within {timeout} s") from None
+    if done.returncode != 0:
+        last = ((done.stderr or "").strip().splitlines() or [f"git exit {done.returncode}"])[-1]
+        raise OSError(f"cannot clone url {shown}: " + _USERINFO.sub(r"\1******@", last))
+    return target
 
 
 def preflight_context(context: dict, mad_dir: str) -> list[str]:
@@ -154,15 +209,20 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     if skip:
         result["rows"] = [skipped_row(model, skip, **row_kw)]
         return result
-    data_plan = None
+    problems = preflight_model(model, mad_dir)
+    if problems:
+        result["rows"] = [failure_row(model, "; ".join(problems), **row_kw)]
+        return result
+    data_plan, data_problem = None, ""
     try:
         if model.get("data"):
-            data_plan = plan_data(str(model["data"]), request.get("data_config") or {}, mad_dir,
-                                  options.get("force_mirror_local") or None)
+            # Data never stops a model: what cannot be mounted is said in the log and the row.
+            data_plan, data_problem = resolve_data(str(model["data"]), request.get("data_config") or {}, mad_dir,
+                                                   options.get("force_mirror_local") or None)
             row_kw["data"] = data_plan.row_data()
             for folder in data_plan.host_dirs:
                 os.makedirs(folder, exist_ok=True)
-    except (DataError, OSError) as e:
+    except OSError as e:
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
 
@@ -174,9 +234,11 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         folder = script_location(model)[0]
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(os.path.join(mad_dir, folder), run_dir)
+        if model.get("url"):
+            clone_url(str(model["url"]), run_dir)
         body = container_body(model, request["image"], context, facts, options, mad_dir, run_dir,
                               request.get("cred_env") or {}, data_plan, run_id=run_id)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, subprocess.SubprocessError) as e:
         shutil.rmtree(run_dir, ignore_errors=True)
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
@@ -191,6 +253,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         log, handle = _open_log(log, run_id)
         with handle:
             handle.write(f"$ {display_command(body)}\n".encode())
+            for line in run_notes(model, timeout, data_plan, data_problem):
+                handle.write(f"{line}\n".encode())
             handle.flush()
             header_end = handle.tell()
             outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
@@ -216,6 +280,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         else:
             result["rows"] = rows_for_run(model, text, outcome.exit_code, outcome.timed_out, timeout,
                                           multiple_results_path(model, run_dir), **row_kw)
+    if data_problem:
+        result["rows"] = [with_reason(row, data_problem) for row in result["rows"]]
     if options.get("sys_env_details", True):
         _write_sysenv(engine, os.path.join(output_dir, f"{safe_name(model['name'])}.sysenv.json"))
     if not (options.get("keep_model_dir") or outcome.kept):

@@ -82,10 +82,14 @@ def parse_performance(text: str) -> tuple[float | None, str | None]:
 def parse_multiple_results(text: str, source: str = "multiple_results file") -> list[dict[str, str]]:
     """Rows of a multiple_results CSV given as text; ``source`` names it in errors.
 
-    Header names and values are stripped. Raises ValueError if a required column is missing.
+    Header names and values are stripped; a column ``models`` (MAD's README spelling) is read as
+    ``model``.
+    Raises ValueError if a required column is missing.
     """
     records = list(csv.reader((text or "").lstrip("\ufeff").splitlines()))
     header = [name.strip() for name in records[0]] if records else []
+    if "model" not in header and "models" in header:  # MAD's README spells the column "models"
+        header[header.index("models")] = "model"
     missing = [col for col in MULTIPLE_RESULTS_COLUMNS if col not in header]
     if missing:
         raise ValueError(
@@ -224,13 +228,22 @@ def run_failure_reason(exit_code: int | None, timed_out: bool, timeout_s: float 
     return ""
 
 
+def no_performance_reason(text: str) -> str:
+    """Why a log gives no value: ``no performance line``, or ``no performance value on the performance
+    line`` when a ``performance:`` line is there but holds no number."""
+    if "performance:" in (text or ""):
+        return "no performance value on the performance line"
+    return "no performance line"
+
+
 def rows_for_run(model: dict, output_text: str, exit_code: int | None, timed_out: bool,
                  timeout_s: float | int | None, multiple_results_csv: str | None,
                  **row_kwargs: Any) -> list[dict[str, str]]:
     """The perf rows of one finished model run.
 
     SUCCESS needs exit code 0 and a performance value; anything else is a FAILURE row whose
-    ``reason`` is ``timeout after N s``, ``non-zero exit N``, ``no performance line`` (single result),
+    ``reason`` is ``timeout after N s``, ``non-zero exit N``, ``no performance line`` or ``no performance
+    value on the performance line`` (single result),
     or, for a model with ``multiple_results``, ``multiple_results file <name> not found``, a CSV error,
     or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV the
     script wrote (ignored when the model has no ``multiple_results``). A multiple_results run gives one
@@ -247,7 +260,7 @@ def rows_for_run(model: dict, output_text: str, exit_code: int | None, timed_out
         if run_reason:
             return [failure_row(model, run_reason, **row_kwargs)]
         if value is None:
-            return [failure_row(model, "no performance line", **row_kwargs)]
+            return [failure_row(model, no_performance_reason(output_text), **row_kwargs)]
         return [make_row(model, status=SUCCESS, performance=value, metric=metric, **row_kwargs)]
 
     if not multiple_results_csv or not os.path.isfile(multiple_results_csv):

@@ -14,6 +14,7 @@ directory of the model script.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -30,6 +31,9 @@ DEFAULT_TIMEOUT = 7200
 #: ``--timeout`` / ``run_options.timeout`` -1: each model's own timeout (else DEFAULT_TIMEOUT).
 MODEL_TIMEOUT = -1
 GPU_VENDORS = ("AMD", "NVIDIA", "INTEL", "CPU")
+#: A ``scripts`` value ending in one of these names a file run with that interpreter; anything else is a
+#: folder holding run.sh. ``.slurm``/``.sbatch`` files are batch scripts, run with bash on one host.
+SCRIPT_RUNNERS = {".sh": "bash", ".slurm": "bash", ".sbatch": "bash", ".py": "python3"}
 _MAX_INDEX = 65535
 _SIZE = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE)
 
@@ -147,9 +151,15 @@ def script_location(model: dict) -> tuple[str, str]:
     scripts = scripts.rstrip("/")
     if not scripts:
         raise ValueError(f"model {model.get('name')} has no scripts to run")
-    if scripts.endswith((".sh", ".py")):
+    if scripts.endswith(tuple(SCRIPT_RUNNERS)):
         return os.path.dirname(scripts) or ".", os.path.basename(scripts)
     return scripts, "run.sh"
+
+
+def script_runner(script: str) -> str:
+    """The interpreter of a model script in the container: ``python3`` for ``.py``, else ``bash``
+    (``.sh``, and on a single host ``.slurm`` and ``.sbatch`` too, as upstream runs them)."""
+    return SCRIPT_RUNNERS.get(os.path.splitext(script)[1], "bash")
 
 
 def effective_args(model: dict, context: dict | None) -> str:
@@ -229,7 +239,8 @@ def script_command(model: dict, context: dict | None = None, options: dict | Non
     ``cmd`` is the outermost wrapper. (Upstream madengine stacks tools the other way round: the last
     tool outermost and its pre scripts first; nesting like a stack is what profilers expect.)
     Post scripts run even when an earlier step failed; the line exits with the first failing step's
-    status. ``.py`` scripts run with ``python3``. ``skip_model_run`` runs everything but the script.
+    status. ``.py`` scripts run with ``python3``, others with bash (:func:`script_runner`).
+    ``skip_model_run`` runs everything but the script.
     ``keep_alive`` writes the status to ``run_directory/.madengine_rc`` and sleeps forever instead of
     exiting, so the container stays up for inspection. Every word is ``shlex.quote``-d except tool
     ``cmd`` prefixes (trusted tools.json strings) and pre-quoted data commands.
@@ -245,7 +256,7 @@ def script_command(model: dict, context: dict | None = None, options: dict | Non
     steps += [_script_call(entry, "pre_scripts") for entry in pre]
     if not opts.get("skip_model_run"):
         script = script_location(model)[1]
-        runner = "python3" if script.endswith(".py") else "bash"
+        runner = script_runner(script)
         words = [str(tool.get("cmd") or "").strip() for tool in tools]
         words += [runner, shlex.quote(script), _quote_args(effective_args(model, ctx), f"model {name} args")]
         steps.append(" ".join(word for word in words if word))
@@ -377,15 +388,72 @@ def _apply_run_options(text: str, body: dict, host: dict, env: dict, where: str)
     return used
 
 
+def card_env(model: dict) -> dict[str, str]:
+    """The card's ``env_vars`` as container env strings (an object or list value as its JSON text).
+
+    Raises ValueError when ``env_vars`` is not an object of names.
+    """
+    raw = model.get("env_vars")
+    if raw in (None, ""):
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"model {model.get('name')}: env_vars must be an object of NAME: value, "
+                         f"not {type(raw).__name__}")
+    env = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ValueError(f"model {model.get('name')}: env_vars key {key!r} is not an environment name")
+        env[key] = json.dumps(value) if isinstance(value, (dict, list)) else _str(value)
+    return env
+
+
+def container_env(model: dict, context: dict | None, facts: dict | None, gpus: list[int], vendor: str,
+                  data_plan: Any = None, cred_env: dict | None = None,
+                  options_env: dict | None = None) -> dict[str, str]:
+    """The container's environment: the one precedence every path uses (local run, the cluster role,
+    generated bundles and Jobs, SLURM). Later sources override earlier keys:
+
+    1. madengine's: MAD_MODEL_NAME, MAD_RUNTIME_NGPUS, MAD_SYSTEM_NGPUS, MAD_SYSTEM_GPU_ARCHITECTURE,
+       MAD_GPU_VENDOR, MAD_OUTPUT_CSV (multiple_results);
+    2. the data plan's (MAD_DATANAME, MAD_DATAHOME);
+    3. the card's ``env_vars`` (:func:`card_env`): the card's defaults;
+    4. ``cred_env`` (sorted): the card's ``cred`` fields and the host's ``MAD_SECRETS*`` variables;
+    5. each tool's ``env_vars`` (in tool order);
+    6. ``-e`` of the card's ``additional_docker_run_options`` (``options_env``);
+    7. the context's ``docker_env_vars`` (sorted): the user's choice for this run wins.
+
+    Raises ValueError for a malformed card ``env_vars``.
+    """
+    ctx = context or {}
+    facts = facts or {}
+    env: dict[str, str] = {
+        "MAD_MODEL_NAME": str(model.get("name")),
+        "MAD_RUNTIME_NGPUS": str(len(gpus)),
+        "MAD_SYSTEM_NGPUS": str(int(facts.get("gpu_count") or 0)),
+        "MAD_SYSTEM_GPU_ARCHITECTURE": _str(facts.get("gpu_architecture")),
+        "MAD_GPU_VENDOR": vendor,
+    }
+    if model.get("multiple_results"):
+        env["MAD_OUTPUT_CSV"] = str(model["multiple_results"])
+    env.update({str(k): _str(v) for k, v in (_plan(data_plan).get("env") or {}).items()})
+    env.update(card_env(model))
+    cred_env = cred_env or {}
+    env.update({str(k): _str(cred_env[k]) for k in sorted(cred_env)})
+    for tool in ctx.get("tools") or []:
+        tool_env = tool.get("env_vars") or {}
+        env.update({str(k): _str(tool_env[k]) for k in sorted(tool_env)})
+    env.update({str(k): _str(v) for k, v in (options_env or {}).items()})
+    docker_env = ctx.get("docker_env_vars") or {}
+    env.update({str(k): _str(docker_env[k]) for k in sorted(docker_env)})
+    return env
+
+
 def container_body(model: dict, image: str, context: dict | None, facts: dict | None,
                    options: dict | None, mad_dir: str, run_dir: str, cred_env: dict | None = None,
                    data_plan: Any = None, *, run_id: str = "") -> dict:
     """The JSON body of ``POST /containers/create`` for one model run.
 
-    Env (later sources override earlier keys): MAD_MODEL_NAME, MAD_RUNTIME_NGPUS, MAD_SYSTEM_NGPUS,
-    MAD_SYSTEM_GPU_ARCHITECTURE, MAD_GPU_VENDOR, MAD_OUTPUT_CSV (multiple_results), the data plan's env,
-    ``cred_env`` (sorted), each tool's env_vars, ``-e`` of the model's additional_docker_run_options,
-    the context's docker_env_vars (sorted). The names of the ``cred_env`` keys are listed in the
+    Env: :func:`container_env`. The names of the ``cred_env`` keys are listed in the
     ``madengine.secret_env`` label for :func:`display_command`.
     Vendor options: AMD gets /dev/kfd and the selected GPUs' render devices (``facts.render_devices``
     by index; all of /dev/dri when unknown), group video, host IPC, a 16 GiB shm, SYS_PTRACE and
@@ -402,21 +470,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
     gpus = run_gpus(model, ctx, facts)
     plan = _plan(data_plan)
 
-    env: dict[str, str] = {
-        "MAD_MODEL_NAME": name,
-        "MAD_RUNTIME_NGPUS": str(len(gpus)),
-        "MAD_SYSTEM_NGPUS": str(int(facts.get("gpu_count") or 0)),
-        "MAD_SYSTEM_GPU_ARCHITECTURE": _str(facts.get("gpu_architecture")),
-        "MAD_GPU_VENDOR": vendor,
-    }
-    if model.get("multiple_results"):
-        env["MAD_OUTPUT_CSV"] = str(model["multiple_results"])
-    env.update({str(k): _str(v) for k, v in (plan.get("env") or {}).items()})
     cred_env = cred_env or {}
-    env.update({str(k): _str(cred_env[k]) for k in sorted(cred_env)})
-    for tool in ctx.get("tools") or []:
-        tool_env = tool.get("env_vars") or {}
-        env.update({str(k): _str(tool_env[k]) for k in sorted(tool_env)})
 
     body: dict[str, Any] = {
         "Image": image,
@@ -473,10 +527,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
         # Docker ignores the shm size of a container sharing the host's IPC namespace (upstream drops
         # --ipc=host when SHM_SIZE is set); an explicit --ipc of the model wins.
         del host["IpcMode"]
-    env.update(options_env)
-    docker_env = ctx.get("docker_env_vars") or {}
-    env.update({str(k): _str(docker_env[k]) for k in sorted(docker_env)})
-
+    env = container_env(model, ctx, facts, gpus, vendor, plan, cred_env, options_env)
     body["Env"] = [f"{key}={value}" for key, value in env.items()]
     body["HostConfig"] = host
     return body
