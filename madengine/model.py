@@ -24,6 +24,7 @@ _OPT_STR = {"type": ["string", "null"]}
 # anyOf alternatives are ordered most-common-first: fastjsonschema raises (slowly) on each miss.
 _STR_OR_LIST = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
 _BOOL = {"type": "boolean"}
+_OBJ = {"type": "object"}
 
 #: JSON schema of one raw model object, as written in a MAD package.
 MODEL_SCHEMA: dict[str, Any] = {
@@ -52,11 +53,31 @@ MODEL_SCHEMA: dict[str, Any] = {
         "training_precision": _STR,
         "additional_docker_run_options": _STR,
         "dockercontext": _OPT_STR,
+        # Keys of ROCm's model cards that have no Model field: known (no warning), kept in ``extra``.
+        "distributed": _OBJ,
+        "env_vars": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "slurm": _OBJ,
+        "k8s": _OBJ,
+        "kubernetes": _OBJ,
+        "deployment": _OPT_STR,
+        "nnodes": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*[0-9]+\s*$"}]},
+        "nproc_per_node": {"anyOf": [{"type": "integer", "minimum": 1},
+                                     {"type": "string", "pattern": r"^\s*[0-9]+\s*$"}]},
+        "launcher": _STR,
+        "gpu_architecture": _STR,
+        "docker_image": _STR,
+        "description": _STR,
     },
 }
 
-#: Keys a raw model object may carry; any other key is warned about and kept in ``Model.extra``.
+#: Keys of ROCm's cards kept in ``Model.extra`` (and passed through to the manifest) without a warning.
+KNOWN_EXTRA_KEYS: frozenset[str] = frozenset({
+    "distributed", "env_vars", "slurm", "k8s", "kubernetes", "deployment", "nnodes", "nproc_per_node",
+    "launcher", "gpu_architecture", "docker_image", "description"})
+#: Keys a raw model object may carry; any other key is warned about (once per key) and kept in ``extra``.
 RAW_KEYS: frozenset[str] = frozenset(MODEL_SCHEMA["properties"])
+#: Keys that become Model fields.
+FIELD_KEYS: frozenset[str] = RAW_KEYS - KNOWN_EXTRA_KEYS
 #: Keys madengine itself adds in :meth:`Model.to_dict`; a MAD file may not use them.
 RESERVED_KEYS: frozenset[str] = frozenset({"source", "dir", "params", "extra"})
 
@@ -84,7 +105,15 @@ _FIELD_HELP: dict[str, tuple[str, str]] = {
     "training_precision": ("training_precision is a string", '"training_precision": "fp16"'),
     "additional_docker_run_options": ("additional_docker_run_options is one string of docker run options",
                                       '"additional_docker_run_options": "--shm-size 8g"'),
-    "dockercontext": ("dockercontext is a build-context folder path, or null", '"dockercontext": "docker"'),
+    "dockercontext": ("dockercontext is a build-context folder relative to the MAD root, or null",
+                      '"dockercontext": "docker"'),
+    "distributed": ("distributed is an object (launcher settings)", '"distributed": {"launcher": "torchrun"}'),
+    "env_vars": ("env_vars maps variable names to string values", '"env_vars": {"MODEL_NAME": "llama"}'),
+    "slurm": ("slurm is an object of SLURM settings", '"slurm": {"nodes": 2}'),
+    "k8s": ("k8s is an object of Kubernetes settings", '"k8s": {"namespace": "mad"}'),
+    "kubernetes": ("kubernetes is an object of Kubernetes settings", '"kubernetes": {"namespace": "mad"}'),
+    "nnodes": ("nnodes is a positive integer (or a string of digits)", '"nnodes": 2'),
+    "nproc_per_node": ("nproc_per_node is a positive integer (or a string of digits)", '"nproc_per_node": 8'),
 }
 
 _validator: Callable[[Any], Any] | None = None
@@ -273,16 +302,20 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
 
     ``where`` names the file (or script) for messages; ``index`` is the entry's position there.
     Unknown keys are kept in ``extra``; when ``warned`` is a set they are also logged once per key
-    (the set records which keys were already reported for this file).
+    (the set records which keys were already reported: discovery shares one set across all files).
     With ``relocate`` the object is read as written in a MAD file: the name gets the ``<dir>/`` prefix
-    and relative ``dockerfile``, ``scripts`` and ``dockercontext`` paths are resolved against
-    ``scripts/<dir>/`` (just normalised for root models), ending up relative to the MAD root.
+    and relative ``dockerfile`` and ``scripts`` paths are resolved against ``scripts/<dir>/`` (just
+    normalised for root models), ending up relative to the MAD root; ``dockercontext`` is always
+    relative to the MAD root (ROCm's rule: a generator's ``dockercontext="."`` is the MAD root).
     """
     validate_raw(raw, where=where, index=index)
     extra: dict[str, Any] = {}
-    if not RAW_KEYS.issuperset(raw):
+    if not FIELD_KEYS.issuperset(raw):
         for key in raw:
-            if key in RAW_KEYS:
+            if key in FIELD_KEYS:
+                continue
+            if key in KNOWN_EXTRA_KEYS:
+                extra[key] = raw[key]
                 continue
             if key in RESERVED_KEYS:
                 if warned is not None and key not in warned:
@@ -310,7 +343,8 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         dockerfile = relocate_path(dockerfile, base)
         scripts = relocate_path(scripts, base)
         if dockercontext:
-            dockercontext = relocate_path(dockercontext, base)
+            # ROCm's rule: dockercontext is relative to the MAD root, never to the card's folder.
+            dockercontext = relocate_path(dockercontext, None)
     return Model(
         name=name,
         tags=_as_list(get("tags")),
