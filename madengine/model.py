@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -119,6 +120,64 @@ _FIELD_HELP: dict[str, tuple[str, str]] = {
 _validator: Callable[[Any], Any] | None = None
 _schema_exc: type[Exception] = Exception
 
+# A hand-written check of the same rules, for the common case of a valid card: discovery of thousands
+# of cards must not pay for the general validator (or its import). It may be stricter than the schema,
+# never more lenient: whatever it refuses goes to the schema, which has the last word and the message.
+_COUNT = re.compile(r"\s*(-1|[0-9]+)\s*").fullmatch
+_POSITIVE = re.compile(r"\s*[0-9]+\s*").fullmatch
+_SCALARS = (str, int, float, bool)
+
+
+_NULLABLE = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items()
+                      if isinstance(rule.get("type"), list) and "null" in rule["type"]) | {"timeout"}
+_PLAIN_STR = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items()
+                       if rule.get("type") in ("string", ["string", "null"]) and "pattern" not in rule
+                       and "minLength" not in rule) | {"name"}  # name: non-empty, checked first
+_LISTS = frozenset({"tags", "skip_gpu_arch"})
+_MINIMUM = {"n_gpus": -1, "timeout": -1, "nnodes": 1, "nproc_per_node": 1}
+_OBJECTS = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items() if rule == {"type": "object"})
+_BOOLS = frozenset({"deprecated", "is_deprecated"})
+
+
+def _fast_valid(raw: Any) -> bool:
+    """True when ``raw`` certainly satisfies :data:`MODEL_SCHEMA` (False: ask the schema)."""
+    if type(raw) is not dict:
+        return False
+    name = raw.get("name")
+    if type(name) is not str or not name:
+        return False
+    for key, value in raw.items():
+        kind = type(value)
+        if kind is str:
+            if key in _PLAIN_STR or key not in RAW_KEYS:
+                continue
+            low = _MINIMUM.get(key)
+            if low is None or (_COUNT if low < 0 else _POSITIVE)(value) is None:
+                return False
+        elif key not in RAW_KEYS:
+            continue
+        elif kind is list:
+            if key not in _LISTS or not all(type(x) is str for x in value):
+                return False
+        elif kind is int:
+            low = _MINIMUM.get(key)
+            if low is None or value < low:
+                return False
+        elif value is None:
+            if key not in _NULLABLE:
+                return False
+        elif kind is dict:
+            if key in _OBJECTS:
+                continue
+            if key != "env_vars" or not all(type(x) in _SCALARS for x in value.values()):
+                return False
+        elif kind is bool:
+            if key not in _BOOLS:
+                return False
+        else:
+            return False
+    return True
+
 
 def validate_raw(raw: Any, *, where: str, index: int) -> None:
     """Check one raw model object against :data:`MODEL_SCHEMA` (compiled on first use, once per process).
@@ -126,6 +185,8 @@ def validate_raw(raw: Any, *, where: str, index: int) -> None:
     Raises InvalidInputError naming ``where`` (the file), the model (name or entry index) and the field.
     """
     global _validator, _schema_exc
+    if _fast_valid(raw):
+        return
     if _validator is None:
         import fastjsonschema
 
@@ -287,13 +348,23 @@ def _show(value: Any) -> str:
     return f"{text} ({_json_type(value)})"
 
 
+_RELOCATED: dict[tuple[str, str | None], str] = {}  # cards of one folder share their few paths
+
+
 def relocate_path(value: str, base: str | None) -> str:
     """A path of a MAD file, relative to its folder ``base``, normalised relative to the MAD root."""
     if not value:
         return value
-    if base is None or value.startswith("/"):
-        return posixpath.normpath(value)
-    return posixpath.normpath(f"{base}/{value}")
+    key = (value, base)
+    done = _RELOCATED.get(key)
+    if done is None:
+        if base is None or value.startswith("/"):
+            done = posixpath.normpath(value)
+        else:
+            done = posixpath.normpath(f"{base}/{value}")
+        if len(_RELOCATED) < 100_000:
+            _RELOCATED[key] = done
+    return done
 
 
 def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", dir: str | None = None,
@@ -334,7 +405,7 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
     name = raw["name"]
     dockerfile = get("dockerfile") or ""
     scripts = get("scripts") or ""
-    dockercontext = _opt_str(get("dockercontext"))
+    dockercontext = get("dockercontext") or None
     if relocate:
         base = None
         if dir is not None:
@@ -351,11 +422,11 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         dockerfile=dockerfile,
         scripts=scripts,
         args=get("args") or "",
-        n_gpus=int(n_gpus),
-        timeout=None if timeout is None else int(timeout),
-        multiple_results=_opt_str(get("multiple_results")),
-        data=_opt_str(get("data")),
-        cred=_opt_str(get("cred")),
+        n_gpus=n_gpus if type(n_gpus) is int else int(n_gpus),
+        timeout=timeout if timeout is None or type(timeout) is int else int(timeout),
+        multiple_results=get("multiple_results") or None,
+        data=get("data") or None,
+        cred=get("cred") or None,
         skip_gpu_arch=_as_list(get("skip_gpu_arch")),
         deprecated=bool(get("deprecated") or get("is_deprecated")),
         url=get("url") or "",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from madengine import __version__
+from madengine.cli._fastparams import install as _install_fast_params
 from madengine.cli.commands.build import build
 from madengine.cli.commands.compare import compare
 from madengine.cli.commands.discover import discover
@@ -27,6 +28,8 @@ from madengine.errors import ExitCode
 
 if TYPE_CHECKING:
     from madengine.errors import MadError
+
+_install_fast_params()  # before any command parses its options: keeps Pydantic out of start-up
 
 HELP = "Discover, build and run AI models from a MAD package, on this host or across a cluster."
 
