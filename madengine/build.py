@@ -225,6 +225,22 @@ def model_build_args(model: Model, context: Mapping[str, Any],
     return args, frozenset(secret)
 
 
+DEFAULT_DOCKER_CONTEXT = "docker"
+
+
+def build_context(mad_dir: Path, model: Model, dockerfile: Path) -> Path:
+    """The build context folder: the card's ``dockercontext`` (relative to the MAD root), else ``./docker``.
+
+    ROCm's madengine defaults to ``./docker`` of the MAD root; a package without that folder builds
+    in the Dockerfile's own folder.
+    """
+    if model.dockercontext:
+        context_dir = Path(model.dockercontext)
+        return (context_dir if context_dir.is_absolute() else mad_dir / context_dir).resolve()
+    default = mad_dir / DEFAULT_DOCKER_CONTEXT
+    return default.resolve() if default.is_dir() else dockerfile.parent
+
+
 def plan_builds(models: list[Model], options: BuildOptions, credentials: Credentials) -> BuildPlan:
     """Decide what to build, without touching Docker.
 
@@ -268,11 +284,7 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
             continue
         for cand in selection.selected:
             dockerfile = cand.path.resolve()
-            if model.dockercontext:
-                context_dir = Path(model.dockercontext)
-                context_dir = (context_dir if context_dir.is_absolute() else mad_dir / context_dir).resolve()
-            else:
-                context_dir = dockerfile.parent
+            context_dir = build_context(mad_dir, model, dockerfile)
             own_name = image_name(model.name, dockerfile)
             key = (str(dockerfile), str(context_dir), tuple(sorted(args.items())))
             planned = by_key.get(key)
