@@ -34,7 +34,7 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import (
 )
 
 from madengine.atomic import write_text_atomic
-from madengine.errors import MadError
+from madengine.errors import InvalidInputError, MadError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -187,21 +187,54 @@ class PerfCsv:
         new_rows = _normalise_rows(rows)
         if not new_rows:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout as exc:
             raise PerfCsvError(
-                f"Timed out after {self.lock_timeout:g}s waiting for the lock on {self.path} "
-                f"(lock file {self.lock_path})",
+                f"Timed out after {self.lock_timeout:g}s waiting for the lock on {self.path.absolute()} "
+                f"(lock file {self.lock_path.absolute()})",
                 hint="Another madengine process is writing this perf.csv; wait for it to finish, "
                 "or write results to a different --output file.",
             ) from exc
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             self._append_locked(new_rows)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         finally:
             lock.release()
+
+    def _unwritable(self, exc: OSError) -> PerfCsvError:
+        return PerfCsvError(f"Cannot write {self.path.absolute()}: {exc.strerror or exc}",
+                            hint="Make the file and its folder writable (check `lsattr` and the mount), "
+                                 "or free disk space.")
+
+    def check_writable(self) -> None:
+        """Raise InvalidInputError (exit 4) unless perf.csv, its lock file and a temporary file beside it
+        (for a rewrite) can be written: found before any model runs, not after the first one."""
+        target = self.path.absolute()
+        problem = None
+        if target.is_dir():
+            problem = "it is a directory"
+        else:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    with open(target, "r+b"):
+                        pass
+                with open(self.lock_path, "a"):
+                    pass
+                write_text_atomic(target.with_name(f".{target.name}.probe"), "")
+                os.unlink(target.with_name(f".{target.name}.probe"))
+            except OSError as e:
+                problem = e.strerror or str(e)
+        if problem:
+            raise InvalidInputError(f"The results file {target} cannot be written: {problem}",
+                                    hint="Pass a writable --output file (-o), or make that file and its "
+                                         "folder writable (check `lsattr` and the mount); nothing was run.")
 
     def read(self) -> list[dict[str, str]]:
         return read_rows(self.path)

@@ -183,6 +183,9 @@ def run(
     if manifest_file is None and not tags:
         raise InvalidInputError("Nothing to run: give --tags (build then run) or --manifest-file (run only)",
                                 example=RUN_EXAMPLE)
+    from madengine.results import PerfCsv
+
+    PerfCsv(output).check_writable()  # exit 4 now, not after the build and the first model
     build_phase = None
     build_failed = False
     if manifest_file is None:
