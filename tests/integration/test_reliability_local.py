@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from madtree import Mad, build, by_model, cli, perf_rows, wait_for
+from madtree import Mad, build, by_model, cli, cli_command, perf_rows, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -108,3 +110,50 @@ def test_an_unwritable_output_is_refused_before_any_model_runs(capsys, mad: Mad,
     assert res.code == 4, res.text
     assert str(target) in res.text and "Traceback" not in res.text, res.text
     assert not (mad.root / "evidence" / "ran").exists()  # refused before the model ran
+
+
+# ------------------------------------------------------------------ items 7 and 8: huge output, real runs
+LONG_LINE = "head -c 50000000 /dev/zero | tr '\\0' x\necho\n"
+PROGRESS = ("python3 - <<'PY'\nimport sys\nblock = ''.join('progress %9d %%\\r' % i for i in range(50000)).encode()\n"
+            "for _ in range(100 * 1000 * 1000 // len(block)):\n    sys.stdout.buffer.write(block)\nPY\n")
+PERF = 'echo "performance: 7 items_per_second"\n'
+
+
+def timed_cli(mad: Mad, *args: str) -> tuple[int, float, float, str]:
+    """(exit code, wall seconds, peak RSS in MB, output) of madengine-cli in a subprocess."""
+    start = time.monotonic()
+    with open(mad.root / "cli.out", "wb") as out:
+        proc = subprocess.Popen([*cli_command(), *args], cwd=mad.root, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return (os.waitstatus_to_exitcode(status), time.monotonic() - start, usage.ru_maxrss / 1024,
+            (mad.root / "cli.out").read_text(errors="replace"))
+
+
+def test_a_50mb_line_and_100mb_of_progress_take_seconds_and_little_memory(capsys, mad: Mad) -> None:
+    long_name = mad.add("longline", LONG_LINE + PERF)
+    progress_name = mad.add("progress", PROGRESS + PERF)
+    build(capsys, mad)
+    code, wall, rss, out = timed_cli(mad, "run", "--manifest-file", "build_manifest.json")
+    assert code == 0, out
+    rows = by_model(perf_rows(mad.root / "perf.csv"))
+    assert {name: (rows[name]["status"], rows[name]["performance"]) for name in (long_name, progress_name)} == {
+        long_name: ("SUCCESS", "7"), progress_name: ("SUCCESS", "7")}
+    model_time = sum(float(rows[name]["test_duration"]) for name in rows)
+    # The quadratic splitter took 90 s for the line and 352 s for the progress; reading the log whole, 325 MB.
+    assert wall - model_time < 60 and rss < 150, (wall, model_time, rss)
+    assert (mad.root / f"{long_name}_base.run.live.log").stat().st_size > 50_000_000  # the log keeps it all
+
+
+def test_a_50mb_performance_line_is_a_failure_row_not_a_50mb_cell(capsys, mad: Mad) -> None:
+    huge = mad.add("huge", "printf 'performance: 5 '\n" + LONG_LINE)
+    fine = mad.add("fine", PERF)
+    build(capsys, mad)
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json")
+    assert res.code == 3, res.text
+    perf = mad.root / "perf.csv"
+    assert perf.stat().st_size < 20_000
+    rows = by_model(perf_rows(perf))
+    assert rows[huge]["status"] == "FAILURE" and rows[huge]["reason"] == "performance line longer than 64 KiB"
+    assert rows[fine]["status"] == "SUCCESS"
+    assert cli(capsys, "report", "perf.csv").code == 0
