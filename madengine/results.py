@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +60,21 @@ DEFAULT_LOCK_TIMEOUT = 60.0  # seconds to wait for another process appending to 
 _ENCODING = "utf-8"
 _READ_ENCODING = "utf-8-sig"  # tolerate a BOM left by spreadsheet tools
 _LINE_END = "\n"  # upstream madengine (pandas.to_csv) writes "\n"
+
+
+#: A cell may be this large when read: an older madengine wrote whole 50 MB log lines into `metric`, and a
+#: file that holds one must still be read, and rewritten without losing it (csv's default limit is 128 KiB).
+_FIELD_LIMIT = 1 << 30
+#: Cells longer than this are cut in what `read_rows` returns (reports, comparisons, resume, shard history).
+_CELL_LIMIT = 1024
+logger = logging.getLogger(__name__)
+
+
+def _reader(fh: Any) -> Any:
+    """A csv reader that takes the huge cells older files may hold."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+    return csv.reader(fh)
 
 
 class PerfCsvError(MadError):
@@ -119,7 +135,7 @@ def _read_header(path: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     with fh:
-        header = next(csv.reader(fh), None)
+        header = next(_reader(fh), None)
         if header is None or header:
             return header  # missing (empty file) or a real header row
         if fh.read().strip():
@@ -132,7 +148,7 @@ def _read_header(path: Path) -> list[str] | None:
 def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of an existing CSV; short rows are padded, over-long rows are an error."""
     with open(path, encoding=_READ_ENCODING, newline="") as fh:
-        reader = csv.reader(fh)
+        reader = _reader(fh)
         header = next(reader, None) or []
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
@@ -153,11 +169,21 @@ def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """All rows of a perf.csv as dicts keyed by its header; [] when the file is missing or empty."""
+    """All rows of a perf.csv as dicts keyed by its header; [] when the file is missing or empty.
+
+    A cell over _CELL_LIMIT characters (written by an older version) is cut, with a warning.
+    """
     target = Path(path)
     if _read_header(target) is None:
         return []
-    return _read_table(target)[1]
+    rows = _read_table(target)[1]
+    for number, row in enumerate(rows, start=2):
+        for name, value in row.items():
+            if len(value) > _CELL_LIMIT:
+                logger.warning("%s line %d column %s holds %d characters; it is used cut to %d", target, number,
+                               name, len(value), _CELL_LIMIT)
+                row[name] = value[:_CELL_LIMIT]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- writing
