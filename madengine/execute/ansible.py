@@ -238,14 +238,19 @@ class _Collector:
             self._settle(host, key, ModelRun(f"{host}:{model['name']}", rows, ""), True)
 
     def _settle(self, host: str, key: str, run: ModelRun, infra: bool) -> None:
-        """Ledger every attempt; write rows unless an infrastructure failure will be retried."""
+        """Ledger every attempt; write rows unless an infrastructure failure will be retried.
+
+        The rows go to perf.csv before the ledger line: a row that could not be written is never
+        ledgered as done, so `--resume` runs it again."""
+        retried = infra and not self.final
+        if not retried:
+            self.sink(run.rows)
         self.ledger.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
                            infra_error=infra)
         self.done[(host, key)] = run
-        if infra and not self.final:
+        if retried:
             self.retry.add((host, key))
             return
-        self.sink(run.rows)
         self.emit("done", self._cell(host, key), {"rows": run.rows, "log_path": run.log_path})
 
 

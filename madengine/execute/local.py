@@ -40,7 +40,7 @@ from madengine.errors import InvalidInputError
 from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
-from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
+from madengine.results import PerfCsv, PerfCsvError, RunSummary, new_run_id, summarize
 from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
@@ -240,6 +240,17 @@ def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
     return lambda rows: perf.append(apply_baseline(rows, baseline))
 
 
+def _append_or_stop(append: Callable[[list[dict[str, str]]], None], rows: list[dict[str, str]],
+                    options: RunOptions) -> None:
+    """Append `rows` to perf.csv; when it cannot take them, stop the run saying how to get them back."""
+    try:
+        append(rows)
+    except PerfCsvError as e:
+        raise PerfCsvError(f"{e.message}; the run stopped there",
+                           hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
+                                f"{options.run_id}` runs this model and the ones after it again.") from None
+
+
 def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
              emit: Listener) -> tuple[ModelRun, bool]:
     """One attempt at one model: `(run, infrastructure failed)`."""
@@ -291,6 +302,7 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
     model ran and failed or timed out.
     """
     emit = listener or (lambda *_: None)
+    PerfCsv(options.output).check_writable()
     requests = [(e, r) for e, r in plan_requests(manifest, options, mad_dir)
                 if options.only is None or (e.key, "localhost") in options.only]
     engine = EngineClient()
@@ -313,6 +325,9 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
             if attempt > 1:  # each attempt keeps its own log
                 request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
             run, infra = _attempt(engine, entry, request, auth, emit)
+            if not infra or attempt == last:
+                # The row first, then the ledger: a row perf.csv did not take is not ledgered as done.
+                _append_or_stop(append, run.rows, options)
             ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
             if not infra:
                 break
@@ -322,7 +337,6 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
                 logger.warning("%s: attempt %d failed (%s); retrying in %.0f s", entry.model.name, attempt,
                                reason, delay)
                 time.sleep(delay)
-        append(run.rows)
         runs.append(run)
         emit("done", entry.model.name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})
     all_rows = [row for run in runs for row in run.rows]

@@ -157,6 +157,9 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
     from madengine.results import workflow_summary
 
     output, context, inventory = req.output, req.context, req.inventory
+    from madengine.results import PerfCsv
+
+    PerfCsv(output).check_writable()  # exit 4 now, not after the build and the first model
     build_phase = None
     build_failed = False
     manifest_file = req.manifest_file
