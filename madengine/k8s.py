@@ -1,7 +1,7 @@
 """Kubernetes manifests for a build: build manifest + execution config → plain YAML files.
 
 Input: a loaded :class:`~madengine.manifest.Manifest`, an
-:class:`~madengine.export.ExecutionConfig`, a namespace and the MAD package root (the model scripts
+:class:`~madengine.execution_config.ExecutionConfig`, a namespace and the MAD package root (the model scripts
 come from there). Output: a :class:`K8sBundle` (file name → text, plus what each Job does);
 :func:`write_bundle` writes it. Prints nothing; never contains a credential value.
 
@@ -59,7 +59,7 @@ from madengine import __version__
 from madengine.atomic import write_text_atomic
 from madengine.credentials import Credentials, mask_deep, mask_text, registry_key, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
+from madengine.execution_config import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
 from madengine.manifest import Manifest, ManifestEntry, manifest_from_dict
 
 #: The Kubernetes version the generated objects are written for (and validated against in the tests).

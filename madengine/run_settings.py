@@ -95,7 +95,7 @@ def resolve_request(request: RunRequest, runs_dir: Path = RUNS_DIR,
                                 hint="use a number of seconds, 0 for no limit, or -1 for the default "
                                      f"({DEFAULT_TIMEOUT} s)")
     if req.execution_config is not None:
-        from madengine.export import load_execution_config
+        from madengine.execution_config import load_execution_config
 
         config = load_execution_config(req.execution_config)
         req.context = {**config.context, **req.context}

@@ -34,7 +34,7 @@ from madengine.ansible_bundle import (
 from madengine.cli.app import app, invoke
 from madengine.credentials import Credentials
 from madengine.errors import InvalidInputError
-from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
 from madengine.manifest import BuiltImage, Manifest, write_manifest
 from madengine.model import Model
 from madengine.templating import template_text

@@ -23,7 +23,7 @@ from tracked_tree import copy_tracked
 from madengine import __version__
 from madengine.cli.app import app, invoke
 from madengine.errors import InvalidInputError
-from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
 from madengine.k8s import (
     DEADLINE_GRACE,
     KUBERNETES_VERSION,

@@ -24,7 +24,7 @@ from madengine.cli.options import (
 
 if TYPE_CHECKING:
     from madengine.ansible_bundle import AnsibleBundle
-    from madengine.export import ExecutionConfig
+    from madengine.execution_config import ExecutionConfig
     from madengine.manifest import Manifest
 
 generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests).",
@@ -127,7 +127,7 @@ def _execution_config(path: Path, given: bool, manifest: Manifest,
                       mad_dir: Path | None) -> tuple[ExecutionConfig, Path]:
     """The execution config (``path``; the default one only if it exists, else the one the manifest
     implies) and the MAD package the generator reads. A given file must exist and be valid (exit 4)."""
-    from madengine.export import execution_config_from_manifest, load_execution_config
+    from madengine.execution_config import execution_config_from_manifest, load_execution_config
 
     if given or path.is_file():
         config = load_execution_config(path)
