@@ -255,6 +255,7 @@ def run_facts(context: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[dict
     for key in GPU_CONTEXT_KEYS:
         if completed.get(key) is None:
             completed[key] = host.get(key, 0 if key == "gpu_count" else "")
+
     def given(key: str) -> Any:  # an explicit 0 GPUs is a setting, not a gap
         value = completed.get(key)
         return host.get(key) if value in (None, "") else value
