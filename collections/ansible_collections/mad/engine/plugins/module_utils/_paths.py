@@ -58,10 +58,13 @@ def inside(root: str, path: str, what: str = "path") -> str:
     else:
         raise OutsideError(f"{what} {text!r} is outside the MAD package {root_abs}: a card's paths must "
                            "stay inside the package (write them relative to it, without '..' above it)")
-    resolved = os.path.realpath(os.path.join(root_real, text if not os.path.isabs(text) else rel))
-    if not _under(resolved, root_real):
-        raise OutsideError(f"{what} {text!r} resolves to {resolved}, outside the MAD package {root_abs} "
-                           "(through a symlink): a card's paths must stay inside the package")
+    # Both the path as the kernel resolves it (symlinks first, then '..') and the normalised one the
+    # caller goes on with.
+    for candidate in (text if not os.path.isabs(text) else rel, rel):
+        resolved = os.path.realpath(os.path.join(root_real, candidate))
+        if not _under(resolved, root_real):
+            raise OutsideError(f"{what} {text!r} resolves to {resolved}, outside the MAD package {root_abs} "
+                               "(through a symlink): a card's paths must stay inside the package")
     return rel
 
 
