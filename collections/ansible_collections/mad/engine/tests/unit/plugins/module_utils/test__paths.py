@@ -78,7 +78,7 @@ def test_read_beneath_follows_no_symlink_and_opens_no_fifo(tree) -> None:
                       ("../outside/secret", errno.EINVAL), ("sub", errno.EINVAL)):
         caught: list[BaseException] = []
 
-        def read(rel: str = rel) -> None:
+        def read(rel: str = rel, caught: list[BaseException] = caught) -> None:
             try:
                 read_beneath(str(run), rel)
             except OSError as exc:
