@@ -45,6 +45,7 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._execute import preflight, prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
 from ansible_collections.mad.engine.plugins.module_utils._request import host_plan
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
@@ -216,7 +217,8 @@ def _walk(root: Path, rel: str) -> list[str]:
     return found
 
 
-def _mad_files(root: Path, paths: Iterable[str], secret_values: frozenset[str]) -> dict[str, tuple[bytes, bool]]:
+def _mad_files(root: Path, paths: Iterable[str], secret_values: frozenset[str],
+               notes: list[str]) -> dict[str, tuple[bytes, bool]]:
     files: dict[str, tuple[bytes, bool]] = {}
     for rel in paths:
         # The run's data config is the execution config's (data.json beside the playbook).
@@ -224,6 +226,11 @@ def _mad_files(root: Path, paths: Iterable[str], secret_values: frozenset[str]) 
             continue
         for path in _walk(root, rel):
             full = root / path
+            try:  # a symlink out of the package is never followed (the run's sync sends it as a link)
+                inside(str(root), path, "file")
+            except OutsideError:
+                notes.append(f"{path} is a symlink leaving the MAD package {root}: not in the bundle")
+                continue
             data = full.read_bytes()
             for secret in sorted(secret_values, key=len, reverse=True):  # a script may hold a credential
                 data = data.replace(secret.encode("utf-8"), MASK.encode("ascii"))
@@ -330,7 +337,7 @@ def render_ansible(manifest: Manifest, config: ExecutionConfig, *, mad_dir: Path
     plan = host_plan(manifest_data, keys, host="controller", run_id="generate", workdir="/nonexistent",
                      mad_dir=str(root), context=resolved, options=options, tools_config={"tools": tools},
                      tools_config_name=TOOLS_FILE, data_config=data_config)
-    mad_files = _mad_files(root, plan["sync"], secret_values)
+    mad_files = _mad_files(root, plan["sync"], secret_values, notes)
     for rel in plan["missing"]:
         if rel not in (DATA_FILE,):
             notes.append(f"{rel} is not in the MAD package {root}: not in the bundle")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
 from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, is_secret_name, mask_secrets
 
 from madengine import __version__
@@ -275,6 +276,13 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
                 f"no Dockerfile of {selection.pattern} matches the context {json.dumps(ctx)}; "
                 f"candidates:\n{selection.describe()}"))
             continue
+        # The Dockerfile and the build context come from the package only (issue 16: hostile cards).
+        problems = card_problems(model.to_dict(), str(mad_dir), ("dockerfile", "dockercontext"))
+        problems += [f"model {model.name}: dockerfile {c.path.name}: {exc}" for c in selection.selected
+                     for exc in _outside(mad_dir, c.path)]
+        if problems:
+            plan.failures.append(ModelFailure(model.name, model.dockerfile, "; ".join(problems)))
+            continue
         log.debug("%s: %s selects %s of %s", model.name, selection.pattern,
                   [c.path.name for c in selection.selected], [c.path.name for c in selection.candidates])
         try:
@@ -306,6 +314,14 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
             planned.models.append(model)
             planned.model_keys.append(model_key)
     return plan
+
+
+def _outside(mad_dir: Path, path: Path) -> list[str]:
+    try:
+        inside(str(mad_dir), str(path), "it")
+    except OutsideError as exc:
+        return [str(exc)]
+    return []
 
 
 def _rel(path: Path, root: Path) -> str:

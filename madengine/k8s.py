@@ -43,6 +43,7 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, data_problems, resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
 from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     MASK,
@@ -212,9 +213,17 @@ def _walk(root: Path, rel: str) -> list[str]:
             if name.endswith(_SKIP_SUFFIXES):
                 continue
             full = Path(folder) / name
-            if full.is_file():
+            if full.is_file() and not _leaves(root, full):
                 found.append(full.relative_to(root).as_posix())
     return found
+
+
+def _leaves(root: Path, full: Path) -> bool:
+    try:
+        inside(str(root), str(full), "file")
+    except OutsideError:
+        return True
+    return False
 
 
 def _safe_rel(path: str, what: str) -> str:
@@ -227,7 +236,11 @@ def _safe_rel(path: str, what: str) -> str:
 
 def _needed_files(model: Mapping[str, Any], context: Mapping[str, Any], data_plan: Any,
                   root: Path) -> tuple[str, list[str]]:
-    """``(scripts folder, [relative file paths])`` a model's run reads from the MAD tree."""
+    """``(scripts folder, [relative file paths])`` a model's run reads from the MAD tree; a symlink
+    leaving the package is left out (never followed). Raises ValueError for a card path outside it."""
+    problems = card_problems(dict(model), str(root))
+    if problems:
+        raise ValueError("; ".join(problems))
     folder, script = script_location(dict(model))
     folder = _safe_rel(folder, "scripts folder")
     if folder == ".":

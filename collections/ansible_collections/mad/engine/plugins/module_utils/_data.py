@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
+
 #: Provider types in the order they are tried when an entry names several (upstream madengine's order).
 PROVIDER_ORDER = ("custom", "local", "minio", "nas", "aws")
 #: Where data appears in the container by default: ``/data/<dataname>`` (``MAD_DATAHOME``).
@@ -96,6 +98,17 @@ def _host_path(path: str, mad_dir: str) -> str:
     return os.path.normpath(path)
 
 
+def _source_path(path: str, mad_dir: str, name: str) -> str:
+    """The host path of a data source: an absolute path is the host's by design (data lives outside the
+    package); a relative one is the package's and must stay inside it, after symlinks."""
+    if not os.path.isabs(os.path.expanduser(path)):
+        try:
+            inside(mad_dir, path, f"data source {name}: path")
+        except OutsideError as exc:
+            raise DataError(f"{exc}; give data outside the package as an absolute host path") from None
+    return _host_path(path, mad_dir)
+
+
 def _bind(host: str, container: str, mode: str, name: str) -> str:
     if ":" in host or ":" in container:
         raise DataError(f"data source {name}: path {host if ':' in host else container!r} contains ':', "
@@ -170,7 +183,7 @@ def _mirror(plan: DataPlan, cfg: dict[str, Any], mirror_local: str | None, mad_d
 def _local(name: str, entry: dict, cfg: dict, home: str, mad_dir: str, mirror_local: str | None,
            exists: Callable[[str], bool]) -> DataPlan | str:
     # Local data is used in place: --force-mirror-local does not apply (as upstream).
-    host = _host_path(_path(cfg, "local", name), mad_dir)
+    host = _source_path(_path(cfg, "local", name), mad_dir, name)
     if not exists(host):
         return f"data source {name} not found: {host}"
     readwrite = _truthy(cfg.get("readwrite", entry.get("readwrite", False)))
@@ -235,7 +248,7 @@ def _nas(name: str, entry: dict, cfg: dict, home: str, mad_dir: str, mirror_loca
         ssh = f"ssh -p {int(cfg.get('port', 22))} -o BatchMode=yes"
         plan.commands.append(_join(["rsync", "-a", "-e", ssh, remote, home.rstrip("/") + "/"]))
     else:
-        host = _host_path(source, mad_dir)
+        host = _source_path(source, mad_dir, name)
         if not exists(host):
             return f"data source {name} not found: {host}"
         staged = f"{NAS_SOURCE_ROOT}/{name}"

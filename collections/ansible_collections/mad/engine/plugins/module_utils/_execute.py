@@ -25,6 +25,13 @@ from typing import Any, BinaryIO
 from ansible_collections.mad.engine.plugins.module_utils._container import run_container
 from ansible_collections.mad.engine.plugins.module_utils._data import resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._paths import (
+    OutsideError,
+    card_problems,
+    copy_tree,
+    inside,
+    read_beneath,
+)
 from ansible_collections.mad.engine.plugins.module_utils._perf import (
     PerfScanner,
     failure_row,
@@ -71,12 +78,17 @@ def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -
 
 
 def preflight(model: dict, context: dict, mad_dir: str) -> list[str]:
-    """Problems that make a model impossible to run here (missing script or pre/post script paths)."""
+    """Problems that make a model impossible to run here (a card path outside the MAD package, a missing
+    script or pre/post script path)."""
     return preflight_model(model, mad_dir) + preflight_context(context, mad_dir)
 
 
 def preflight_model(model: dict, mad_dir: str) -> list[str]:
-    """Problems of the model itself (its script missing): that model's FAILURE row, not the run's end."""
+    """Problems of the card itself (a path outside the MAD package, its script missing): that model's
+    FAILURE row, not the run's end."""
+    problems = card_problems(model, mad_dir)
+    if problems:
+        return problems
     try:
         folder, script = script_location(model)
     except ValueError as e:
@@ -146,6 +158,12 @@ def preflight_context(context: dict, mad_dir: str) -> list[str]:
         entries += list(tool.get("pre_scripts") or []) + list(tool.get("post_scripts") or [])
     for entry in entries:
         path = str(entry.get("path") or "")
+        if path and not path.startswith("/"):  # relative: a file of the package (absolute: the image's)
+            try:
+                inside(mad_dir, path, "script")
+            except OutsideError as exc:
+                problems.append(f"{exc} (pre/post scripts)")
+                continue
         if path and not os.path.isfile(path if path.startswith("/") else os.path.join(mad_dir, path)):
             problems.append(f"script {path} (pre/post scripts) not found under {mad_dir}")
     return problems
@@ -162,12 +180,10 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _probe_rc(run_dir: str) -> Callable[[], int | None]:
-    rc_file = os.path.join(run_dir, RC_FILE)
-
     def probe() -> int | None:
+        # The container writes this file: read it without following a link it may have planted.
         try:
-            with open(rc_file, encoding="utf-8") as handle:
-                text = handle.read().strip()
+            text = read_beneath(run_dir, RC_FILE, 64).decode("ascii", "replace").strip()
             return int(text) if text else None
         except (OSError, ValueError):
             return None
@@ -238,7 +254,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     try:
         folder = script_location(model)[0]
         shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.copytree(os.path.join(mad_dir, folder), run_dir)
+        copy_tree(mad_dir, folder, run_dir)  # links leaving the package are copied as links
         if model.get("url"):
             clone_url(str(model["url"]), run_dir)
         body = container_body(model, request["image"], context, facts, options, mad_dir, run_dir,
@@ -281,7 +297,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
             result["rows"] = [skipped_row(model, "--skip-model-run", **row_kw)]
         else:
             result["rows"] = rows_for_run(model, scanned.scanner, outcome.exit_code, outcome.timed_out, timeout,
-                                          multiple_results_path(model, run_dir), **row_kw)
+                                          multiple_results_path(model, run_dir), results_root=run_dir, **row_kw)
     if data_problem:
         result["rows"] = [with_reason(row, data_problem) for row in result["rows"]]
     if options.get("sys_env_details", True):

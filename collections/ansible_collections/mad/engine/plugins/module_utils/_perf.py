@@ -198,11 +198,22 @@ def parse_multiple_results(text: str, source: str = "multiple_results file") -> 
     return rows
 
 
-def read_multiple_results(csv_path: str) -> list[dict[str, str]]:
+def read_multiple_results(csv_path: str, root: str | None = None) -> list[dict[str, str]]:
     """Rows of the multiple_results CSV at ``csv_path`` (see :func:`parse_multiple_results`).
 
+    With ``root`` (the run directory the model wrote it in), the file is read only if it is a regular
+    file below ``root`` reached without a symlink: a model cannot make the host read another file.
     Raises OSError if the file cannot be read, ValueError if a required column is missing.
     """
+    if root is not None:
+        # Imported here: this file is also shipped alone (the k8s result step), which reads no run dir.
+        from ansible_collections.mad.engine.plugins.module_utils._paths import read_beneath
+
+        rel = os.path.relpath(csv_path, root)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise OSError(f"{csv_path} is outside the run directory")
+        text = read_beneath(root, rel).decode("utf-8", "replace")
+        return parse_multiple_results(text, f"multiple_results file {csv_path}")
     with open(csv_path, encoding="utf-8", errors="replace", newline="") as handle:
         return parse_multiple_results(handle.read(), f"multiple_results file {csv_path}")
 
@@ -327,7 +338,7 @@ def no_performance_reason(saw_performance_line: bool) -> str:
 
 def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, timed_out: bool,
                  timeout_s: float | int | None, multiple_results_csv: str | None,
-                 **row_kwargs: Any) -> list[dict[str, str]]:
+                 results_root: str | None = None, **row_kwargs: Any) -> list[dict[str, str]]:
     """The perf rows of one finished model run.
 
     SUCCESS needs exit code 0 and a performance value; anything else is a FAILURE row whose
@@ -335,8 +346,9 @@ def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, 
     value on the performance line`` (single result), a too long performance line or metric name
     (``output`` is the model's output text, or a :class:`PerfScanner` that was fed it), or, for a model
     with ``multiple_results``, ``multiple_results file <name> not found``, a CSV error, a too long metric
-    name, or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV the
-    script wrote (ignored when the model has no ``multiple_results``). A multiple_results run gives one
+    name, or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV
+    the script wrote (ignored when the model has no ``multiple_results``), read as
+    :func:`read_multiple_results` does with ``results_root``. A multiple_results run gives one
     row per CSV row named ``<model>_<csv model>``, with the CSV's other columns as extra keys; when the
     run itself failed but the CSV exists, every CSV row is a FAILURE with the run's reason.
     ``row_kwargs`` go to :func:`make_row`.
@@ -360,10 +372,10 @@ def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, 
             return [failure_row(model, no_performance_reason(scanner.saw_performance_line), **row_kwargs)]
         return [make_row(model, status=SUCCESS, performance=value, metric=metric, **row_kwargs)]
 
-    if not multiple_results_csv or not os.path.isfile(multiple_results_csv):
+    if not multiple_results_csv or not os.path.lexists(multiple_results_csv):
         return [failure_row(model, run_reason or f"multiple_results file {csv_name} not found", **row_kwargs)]
     try:
-        csv_rows = read_multiple_results(multiple_results_csv)
+        csv_rows = read_multiple_results(multiple_results_csv, results_root)
     except (OSError, ValueError) as exc:
         return [failure_row(model, run_reason or _short(f"multiple_results file {csv_name}: {exc}"),
                             **row_kwargs)]
