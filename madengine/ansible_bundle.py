@@ -48,6 +48,7 @@ from ansible_collections.mad.engine.plugins.module_utils._image import pinned_re
 from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
 from ansible_collections.mad.engine.plugins.module_utils._request import host_plan
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
+from ansible_collections.mad.engine.plugins.module_utils._tree import package_files
 
 from madengine import __version__
 from madengine.atomic import write_bytes_atomic
@@ -83,8 +84,6 @@ RESERVED_NAMES = frozenset({VARS_FILE, MANIFEST_FILE, EXEC_CONFIG_FILE, TOOLS_FI
                             "host_vars"})
 #: Options of run_models_options the execution config's run_options carry (the rest keep the role's default).
 _OPTION_KEYS = ("timeout", "keep_alive", "disable_skip_gpu_arch", "sys_env_details", "force_mirror_local")
-_SKIP_DIRS = frozenset({"__pycache__", ".git", ".svn", ".hg", "run_directory", ".ruff_cache", ".pytest_cache"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
 #: Inventory variables that hold a secret (a plain-text value of one is refused: the bundle has none).
 _INVENTORY_SECRET = re.compile(r"(pass(word)?|secret|token)", re.IGNORECASE)
 _JINJA_MARKERS = ("{{", "{%", "{#")
@@ -202,21 +201,6 @@ def _masked_env(*contexts: Mapping[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------- MAD files
-def _walk(root: Path, rel: str) -> list[str]:
-    base = root / rel
-    if base.is_file():
-        return [rel]
-    found: list[str] = []
-    for folder, dirs, names in os.walk(base, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(names):
-            full = Path(folder) / name
-            if name.endswith(_SKIP_SUFFIXES) or name == CREDENTIAL_FILE or not full.is_file():
-                continue
-            found.append(full.relative_to(root).as_posix())
-    return found
-
-
 def _mad_files(root: Path, paths: Iterable[str], secret_values: frozenset[str],
                notes: list[str]) -> dict[str, tuple[bytes, bool]]:
     files: dict[str, tuple[bytes, bool]] = {}
@@ -224,7 +208,7 @@ def _mad_files(root: Path, paths: Iterable[str], secret_values: frozenset[str],
         # The run's data config is the execution config's (data.json beside the playbook).
         if rel in (DATA_FILE, CREDENTIAL_FILE):
             continue
-        for path in _walk(root, rel):
+        for path in package_files(str(root), rel):
             full = root / path
             try:  # a symlink out of the package is never followed (the run's sync sends it as a link)
                 inside(str(root), path, "file")

@@ -55,6 +55,7 @@ from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     script_location,
     should_skip,
 )
+from ansible_collections.mad.engine.plugins.module_utils._tree import package_files
 
 from madengine import __version__
 from madengine.atomic import write_text_atomic
@@ -91,8 +92,6 @@ _LABEL_MAX = 63
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _CM_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _HASH_LEN = 8
-_SKIP_DIRS = frozenset({"__pycache__", ".git", ".svn", ".hg", "run_directory", ".ruff_cache", ".pytest_cache"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
 # ------------------------------------------------------------------------------------------- names
@@ -205,17 +204,8 @@ class K8sBundle:
 
 # ------------------------------------------------------------------------------------------ files
 def _walk(root: Path, rel: str) -> list[str]:
-    base = root / rel
-    found: list[str] = []
-    for folder, dirs, names in os.walk(base, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(names):
-            if name.endswith(_SKIP_SUFFIXES):
-                continue
-            full = Path(folder) / name
-            if full.is_file() and not _leaves(root, full):
-                found.append(full.relative_to(root).as_posix())
-    return found
+    """The package files of ``rel`` a Job gets (the sync's file set), less symlinks leaving the package."""
+    return [path for path in package_files(str(root), rel) if not _leaves(root, root / path)]
 
 
 def _leaves(root: Path, full: Path) -> bool:

@@ -16,12 +16,40 @@ import os
 import sys
 import tarfile
 
-SKIP_NAMES = ("__pycache__", ".git")
+#: What never goes to a host, by file or folder name: the one skip list of the sync, ``generate
+#: ansible`` and ``generate k8s`` (caches, VCS data, earlier runs' work folders, compiled files, and
+#: credential.json, which only the controller reads).
+SKIP_NAMES = ("__pycache__", ".git", ".svn", ".hg", "run_directory", ".ruff_cache", ".pytest_cache",
+              "credential.json")
+SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+def shipped(name):
+    """Whether a file or folder called NAME goes to hosts."""
+    return name not in SKIP_NAMES and not name.endswith(SKIP_SUFFIXES)
+
+
+def package_files(root, rel):
+    """The files of ROOT/REL (a file or a folder) that a host gets, as paths relative to ROOT (each
+    folder sorted, its files before its subfolders).
+
+    Symlinked folders are not walked into; a symlinked file is listed (callers decide whether its
+    target stays inside the package)."""
+    base = os.path.join(root, rel)
+    if not os.path.isdir(base) or os.path.islink(base):
+        return [rel] if os.path.isfile(base) and shipped(os.path.basename(rel)) else []
+    found = []
+    for folder, dirs, names in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if shipped(d))
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if shipped(name) and os.path.isfile(full):
+                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return found
 
 
 def _skip(info):
-    parts = info.name.split("/")
-    return None if any(name in parts for name in SKIP_NAMES) else info
+    return info if all(shipped(part) for part in info.name.split("/")) else None
 
 
 def pack(out, root, paths=(), prefix=""):
