@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,11 @@ from madengine.execute.local import (
     RunReport,
     _read_json,
     local_run_context,
-    row_sink,
+    results_sink,
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
-from madengine.results import summarize
+from madengine.results import ResultsSink, summarize
 from madengine.tools_config import effective_tools_config
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class _Collector:
     """Turns runner events into rows as they arrive; thread-safe (runner callbacks)."""
 
     def __init__(self, plan: Mapping[str, list[str]], names: Mapping[str, str],
-                 sink: Callable[[list[dict[str, str]]], None], listener: Listener, run_id: str,
+                 sink: ResultsSink, listener: Listener, run_id: str,
                  ledger: Ledger, final: bool) -> None:
         self.plan = plan
         self.names = names
@@ -243,10 +243,8 @@ class _Collector:
         The rows go to perf.csv before the ledger line: a row that could not be written is never
         ledgered as done, so `--resume` runs it again."""
         retried = infra and not self.final
-        if not retried:
-            self.sink(run.rows)
-        self.ledger.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
-                           infra_error=infra)
+        self.sink.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
+                         infra_error=infra, final=not retried)
         self.done[(host, key)] = run
         if retried:
             self.retry.add((host, key))
@@ -378,7 +376,6 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
                                  _read_json(options.data_config, "data config"), str(mad_dir),
                                  exists=lambda _path: True).values():
         logger.warning("%s: the models using it run without it", problem)
-    sink = row_sink(options)
     for host, keys in plan.items():
         for key in keys:
             emit("start", f"{host} · {names[key]}", {"image": ""})
@@ -386,6 +383,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, emit)
     ledger = Ledger(options.runs_dir, options.run_id)
     ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
+    sink = results_sink(options, ledger)
     started = time.monotonic()
     settled: dict[tuple[str, str], ModelRun] = {}
     pending = {host: keys for host, keys in plan.items() if keys}

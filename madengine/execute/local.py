@@ -40,7 +40,7 @@ from madengine.errors import InvalidInputError
 from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
-from madengine.results import PerfCsv, PerfCsvError, RunSummary, new_run_id, summarize
+from madengine.results import PerfCsv, ResultsSink, RunSummary, new_run_id, summarize
 from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
@@ -229,26 +229,9 @@ def cleanup_perf_files(output_dir: Path, run_dir: Path | None = None) -> list[Pa
     return removed
 
 
-def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
-    """Appends rows to perf.csv (with relative_change filled when there is a baseline)."""
-    perf = PerfCsv(options.output)
-    if not options.baseline_rows:
-        return perf.append
-    from madengine.compare import apply_baseline
-
-    baseline = options.baseline_rows
-    return lambda rows: perf.append(apply_baseline(rows, baseline))
-
-
-def _append_or_stop(append: Callable[[list[dict[str, str]]], None], rows: list[dict[str, str]],
-                    options: RunOptions) -> None:
-    """Append `rows` to perf.csv; when it cannot take them, stop the run saying how to get them back."""
-    try:
-        append(rows)
-    except PerfCsvError as e:
-        raise PerfCsvError(f"{e.message}; the run stopped there",
-                           hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
-                                f"{options.run_id}` runs this model and the ones after it again.") from None
+def results_sink(options: RunOptions, ledger: Ledger) -> ResultsSink:
+    """The run's one sink for rows and ledger records (see results.ResultsSink)."""
+    return ResultsSink(options.output, ledger, options.run_id, options.baseline_rows)
 
 
 def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
@@ -309,9 +292,9 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
     registry = options.registry or manifest.registry
     credentials = Credentials.load(mad_dir)
     auth = credentials.registry_login(registry).auth_config() if registry else None
-    append = row_sink(options)
     ledger = Ledger(options.runs_dir, options.run_id)
     ledger.start({**options.ledger_meta, "cells": [[e.key, "localhost"] for e in manifest.entries()]})
+    sink = results_sink(options, ledger)
     previous = ledger.load()
     started = time.monotonic()
     runs: list[ModelRun] = []
@@ -325,10 +308,8 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
             if attempt > 1:  # each attempt keeps its own log
                 request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
             run, infra = _attempt(engine, entry, request, auth, emit)
-            if not infra or attempt == last:
-                # The row first, then the ledger: a row perf.csv did not take is not ledgered as done.
-                _append_or_stop(append, run.rows, options)
-            ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
+            sink.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra,
+                        final=not infra or attempt == last)
             if not infra:
                 break
             if attempt < last:
