@@ -130,10 +130,10 @@ def test_env_vars_reach_the_body_and_mad_secrets_are_masked():
 def test_timeout_line_and_data_notes():
     assert timeout_line(7200) == "Setting timeout to 7200 seconds."
     assert timeout_line(None) == "Setting timeout to 0 seconds. (no limit)"
-    plan, _ = resolve_data("huggingface", {"huggingface": {}}, "/mad")
+    plan = resolve_data("huggingface", {"huggingface": {}}, "/mad")[0]
     assert run_notes({}, 60, plan, "")[1].startswith("data huggingface names no provider")
-    assert run_notes({}, 60, plan, "data x is NOT mounted: y") == ["Setting timeout to 60 seconds.",
-                                                                    "data x is NOT mounted: y"]
+    expected = ["Setting timeout to 60 seconds.", "data x is NOT mounted: y"]
+    assert run_notes({}, 60, plan, "data x is NOT mounted: y") == expected
     assert with_reason({"reason": ""}, "n")["reason"] == "n"
     assert with_reason({"reason": "non-zero exit 1"}, "n")["reason"] == "non-zero exit 1; n"
 
