@@ -544,7 +544,8 @@ def _secrets(jobs: list[JobPlan], entries: list[ManifestEntry], manifest: Manife
                                         "purpose": f"credential {cred!r} of the models' `cred`, as env vars"}
     if secret_env:
         secrets[ENV_SECRET] = {"type": "generic", "keys": secret_env,
-                               "purpose": "the context's docker_env_vars masked in the files, and MAD_SECRETS* variables"}
+                               "purpose": "the context's docker_env_vars masked in the files, and MAD_SECRETS* "
+                                          "variables"}
     return needs_login, secrets
 
 
