@@ -1,6 +1,6 @@
 """An Ansible playbook bundle for a build: build manifest + execution config → files for ansible-playbook.
 
-Input: a loaded :class:`~madengine.manifest.Manifest`, an :class:`~madengine.export.ExecutionConfig`,
+Input: a loaded :class:`~madengine.manifest.Manifest`, an :class:`~madengine.execution_config.ExecutionConfig`,
 the MAD package root (the model scripts come from there), the playbook's file name and, optionally,
 an inventory to copy. Output: an :class:`AnsibleBundle` (relative path → content, plus notes);
 :func:`write_bundle` writes it into a folder, all or nothing. Prints nothing; the bundle never holds a
@@ -52,7 +52,7 @@ from madengine import __version__
 from madengine.atomic import write_bytes_atomic
 from madengine.credentials import CREDENTIAL_FILE, Credentials, mask_deep, mask_text, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import ExecutionConfig, execution_config_from_dict, select_entries
+from madengine.execution_config import ExecutionConfig, execution_config_from_dict, select_entries
 from madengine.manifest import Manifest, manifest_from_dict
 
 ROLE = "mad.engine.run_models"

@@ -1,7 +1,7 @@
 """Kubernetes manifests for a build: build manifest + execution config → plain YAML files.
 
 Input: a loaded :class:`~madengine.manifest.Manifest`, an
-:class:`~madengine.export.ExecutionConfig`, a namespace and the MAD package root (the model scripts
+:class:`~madengine.execution_config.ExecutionConfig`, a namespace and the MAD package root (the model scripts
 come from there). Output: a :class:`K8sBundle` (file name → text, plus what each Job does);
 :func:`write_bundle` writes it. Prints nothing; never contains a credential value.
 
@@ -43,6 +43,7 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, data_problems, resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     MASK,
     RUN_DIRECTORY,
@@ -58,7 +59,7 @@ from madengine import __version__
 from madengine.atomic import write_text_atomic
 from madengine.credentials import Credentials, mask_deep, mask_text, registry_key, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
+from madengine.execution_config import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
 from madengine.manifest import Manifest, ManifestEntry, manifest_from_dict
 
 #: The Kubernetes version the generated objects are written for (and validated against in the tests).
@@ -404,11 +405,9 @@ def _run_context(manifest: Manifest, config: ExecutionConfig) -> tuple[dict[str,
     Values masked in the files (``******``) are not passed on: their env keys are read from the
     ``madengine-env`` Secret at run time instead.
     """
-    context = {**manifest.context, **config.context}
-    env = dict(context.get("docker_env_vars") or {})
+    env = {**(manifest.context.get("docker_env_vars") or {}), **(config.context.get("docker_env_vars") or {})}
     secret_env = sorted(key for key, value in env.items() if value == MASK)
-    context["docker_env_vars"] = {k: v for k, v in env.items() if v != MASK}
-    return context, secret_env
+    return run_context(manifest.context, config.context), secret_env
 
 
 def _job_names(entries: list[ManifestEntry]) -> dict[str, str]:
@@ -599,11 +598,10 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
                                   "the execution config's run_options.tools")
     except ValueError as exc:
         raise InvalidInputError(str(exc), hint="export the execution config again with the tools config") from None
-    override = int(config.run_options.get("timeout", -1))
     run = _RunSettings(root=root, instance=instance, context=context, secret_env=secret_env,
                        data_config=dict(config.run_options.get("data") or {}),
                        mirror=config.run_options.get("force_mirror_local") or None,
-                       timeout_override=None if override == -1 else override,
+                       timeout_override=config.run_options.get("timeout"),
                        disable_skip_gpu_arch=bool(config.run_options.get("disable_skip_gpu_arch")))
 
     names = _job_names(entries)

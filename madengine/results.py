@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import (
 )
 
 from madengine.atomic import write_text_atomic
-from madengine.errors import MadError
+from madengine.errors import InvalidInputError, MadError
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -59,6 +60,21 @@ DEFAULT_LOCK_TIMEOUT = 60.0  # seconds to wait for another process appending to 
 _ENCODING = "utf-8"
 _READ_ENCODING = "utf-8-sig"  # tolerate a BOM left by spreadsheet tools
 _LINE_END = "\n"  # upstream madengine (pandas.to_csv) writes "\n"
+
+
+#: A cell may be this large when read: an older madengine wrote whole 50 MB log lines into `metric`, and a
+#: file that holds one must still be read, and rewritten without losing it (csv's default limit is 128 KiB).
+_FIELD_LIMIT = 1 << 30
+#: Cells longer than this are cut in what `read_rows` returns (reports, comparisons, resume, shard history).
+_CELL_LIMIT = 1024
+logger = logging.getLogger(__name__)
+
+
+def _reader(fh: Any) -> Any:
+    """A csv reader that takes the huge cells older files may hold."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+    return csv.reader(fh)
 
 
 class PerfCsvError(MadError):
@@ -119,7 +135,7 @@ def _read_header(path: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     with fh:
-        header = next(csv.reader(fh), None)
+        header = next(_reader(fh), None)
         if header is None or header:
             return header  # missing (empty file) or a real header row
         if fh.read().strip():
@@ -132,7 +148,7 @@ def _read_header(path: Path) -> list[str] | None:
 def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of an existing CSV; short rows are padded, over-long rows are an error."""
     with open(path, encoding=_READ_ENCODING, newline="") as fh:
-        reader = csv.reader(fh)
+        reader = _reader(fh)
         header = next(reader, None) or []
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
@@ -153,11 +169,21 @@ def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """All rows of a perf.csv as dicts keyed by its header; [] when the file is missing or empty."""
+    """All rows of a perf.csv as dicts keyed by its header; [] when the file is missing or empty.
+
+    A cell over _CELL_LIMIT characters (written by an older version) is cut, with a warning.
+    """
     target = Path(path)
     if _read_header(target) is None:
         return []
-    return _read_table(target)[1]
+    rows = _read_table(target)[1]
+    for number, row in enumerate(rows, start=2):
+        for name, value in row.items():
+            if len(value) > _CELL_LIMIT:
+                logger.warning("%s line %d column %s holds %d characters; it is used cut to %d", target, number,
+                               name, len(value), _CELL_LIMIT)
+                row[name] = value[:_CELL_LIMIT]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -187,21 +213,54 @@ class PerfCsv:
         new_rows = _normalise_rows(rows)
         if not new_rows:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except filelock.Timeout as exc:
             raise PerfCsvError(
-                f"Timed out after {self.lock_timeout:g}s waiting for the lock on {self.path} "
-                f"(lock file {self.lock_path})",
+                f"Timed out after {self.lock_timeout:g}s waiting for the lock on {self.path.absolute()} "
+                f"(lock file {self.lock_path.absolute()})",
                 hint="Another madengine process is writing this perf.csv; wait for it to finish, "
                 "or write results to a different --output file.",
             ) from exc
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             self._append_locked(new_rows)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         finally:
             lock.release()
+
+    def _unwritable(self, exc: OSError) -> PerfCsvError:
+        return PerfCsvError(f"Cannot write {self.path.absolute()}: {exc.strerror or exc}",
+                            hint="Make the file and its folder writable (check `lsattr` and the mount), "
+                                 "or free disk space.")
+
+    def check_writable(self) -> None:
+        """Raise InvalidInputError (exit 4) unless perf.csv, its lock file and a temporary file beside it
+        (for a rewrite) can be written: found before any model runs, not after the first one."""
+        target = self.path.absolute()
+        problem = None
+        if target.is_dir():
+            problem = "it is a directory"
+        else:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    with open(target, "r+b"):
+                        pass
+                with open(self.lock_path, "a"):
+                    pass
+                write_text_atomic(target.with_name(f".{target.name}.probe"), "")
+                os.unlink(target.with_name(f".{target.name}.probe"))
+            except OSError as e:
+                problem = e.strerror or str(e)
+        if problem:
+            raise InvalidInputError(f"The results file {target} cannot be written: {problem}",
+                                    hint="Pass a writable --output file (-o), or make that file and its "
+                                         "folder writable (check `lsattr` and the mount); nothing was run.")
 
     def read(self) -> list[dict[str, str]]:
         return read_rows(self.path)

@@ -44,8 +44,8 @@ from madengine.execute.local import (
     RunOptions,
     RunReport,
     _read_json,
+    local_run_context,
     row_sink,
-    run_context,
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
@@ -238,14 +238,19 @@ class _Collector:
             self._settle(host, key, ModelRun(f"{host}:{model['name']}", rows, ""), True)
 
     def _settle(self, host: str, key: str, run: ModelRun, infra: bool) -> None:
-        """Ledger every attempt; write rows unless an infrastructure failure will be retried."""
+        """Ledger every attempt; write rows unless an infrastructure failure will be retried.
+
+        The rows go to perf.csv before the ledger line: a row that could not be written is never
+        ledgered as done, so `--resume` runs it again."""
+        retried = infra and not self.final
+        if not retried:
+            self.sink(run.rows)
         self.ledger.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
                            infra_error=infra)
         self.done[(host, key)] = run
-        if infra and not self.final:
+        if retried:
             self.retry.add((host, key))
             return
-        self.sink(run.rows)
         self.emit("done", self._cell(host, key), {"rows": run.rows, "log_path": run.log_path})
 
 
@@ -354,7 +359,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
                 "Cluster hosts cannot get the images: the manifest has no registry",
                 hint="build with --registry HOST:PORT so every node can pull by digest",
                 example="madengine-cli run --inventory cluster.yml --tags dummy --registry 127.0.0.1:5000")
-    context = run_context(manifest, options.context, detect=False)
+    context = local_run_context(manifest, options.context, detect=False)
     pdd = (cluster.runs_dir / options.run_id).absolute()
     (pdd / "env").mkdir(parents=True, exist_ok=True)
     (pdd / "project").mkdir(exist_ok=True)

@@ -28,8 +28,10 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
     preflight_model,
     prepare_context,
 )
+from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
 from madengine.context import resolve_run_context
@@ -38,7 +40,7 @@ from madengine.errors import InvalidInputError
 from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
-from madengine.results import PerfCsv, RunSummary, new_run_id, summarize
+from madengine.results import PerfCsv, PerfCsvError, RunSummary, new_run_id, summarize
 from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
@@ -119,29 +121,21 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
-def run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
-    """The manifest's context, overridden by the run's own -c/-f context, completed from this host
-    (unless `detect` is false: cluster hosts detect their own GPUs).
-
-    Secrets are masked in the manifest; a masked env value that the run does not supply again is
-    dropped (with a warning) rather than passed to the container as `******`.
-    """
-    context = {**manifest.context, **given}
-    env = dict(context.get("docker_env_vars") or {})
-    for key, value in list(env.items()):
-        if value == MASK:
+def local_run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
+    """The run context every executor uses (``_request.run_context``: the manifest's, overridden by the
+    run's own -c/-f context, without values the manifest masked), completed from this host unless
+    `detect` is false (cluster hosts detect their own GPUs). A dropped masked value is warned about."""
+    context = run_context(manifest.context, given)
+    for key, value in (manifest.context.get("docker_env_vars") or {}).items():
+        if value == MASK and key not in context["docker_env_vars"]:
             logger.warning("docker_env_vars.%s was masked in the manifest; pass it again with -c", key)
-            del env[key]
-    context["docker_env_vars"] = env
     return resolve_run_context(context) if detect else context
 
 
-def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
-    info = detect_host()
-    return {"gpu_vendor": context.get("gpu_vendor") or info.gpu_vendor,
-            "gpu_count": int(context.get("gpu_count") or info.gpu_count or 0),
-            "gpu_architecture": context.get("gpu_architecture") or info.gpu_architecture,
-            "render_devices": list(info.render_devices)}
+def this_host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a run on this host uses: its detection completed by the context, exactly as a
+    cluster host's (``_facts.run_facts``)."""
+    return run_facts(context, gpu_facts(detect_host()))[1]
 
 
 def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
@@ -172,12 +166,12 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
     """One execute_model request per manifest entry. A bad context is exit 4 before anything runs; a bad
     card (its script missing, an unknown ``cred``) gets an ``error``: its FAILURE row, the others run.
     Data that will not be mounted is warned about once per data source."""
-    context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
+    context = check_context(local_run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
     # The host's MAD_SECRETS* variables reach every container (as upstream), masked like credentials.
     secret_env = credentials.secret_env_build_args()
-    facts = host_facts(context)
+    facts = this_host_facts(context)
     models = [entry.model.to_dict() for entry in manifest.entries()]
     for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
         logger.warning("%s: the models using it run without it", problem)
@@ -246,6 +240,17 @@ def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
     return lambda rows: perf.append(apply_baseline(rows, baseline))
 
 
+def _append_or_stop(append: Callable[[list[dict[str, str]]], None], rows: list[dict[str, str]],
+                    options: RunOptions) -> None:
+    """Append `rows` to perf.csv; when it cannot take them, stop the run saying how to get them back."""
+    try:
+        append(rows)
+    except PerfCsvError as e:
+        raise PerfCsvError(f"{e.message}; the run stopped there",
+                           hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
+                                f"{options.run_id}` runs this model and the ones after it again.") from None
+
+
 def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
              emit: Listener) -> tuple[ModelRun, bool]:
     """One attempt at one model: `(run, infrastructure failed)`."""
@@ -297,6 +302,7 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
     model ran and failed or timed out.
     """
     emit = listener or (lambda *_: None)
+    PerfCsv(options.output).check_writable()
     requests = [(e, r) for e, r in plan_requests(manifest, options, mad_dir)
                 if options.only is None or (e.key, "localhost") in options.only]
     engine = EngineClient()
@@ -319,6 +325,9 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
             if attempt > 1:  # each attempt keeps its own log
                 request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
             run, infra = _attempt(engine, entry, request, auth, emit)
+            if not infra or attempt == last:
+                # The row first, then the ledger: a row perf.csv did not take is not ledgered as done.
+                _append_or_stop(append, run.rows, options)
             ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
             if not infra:
                 break
@@ -328,7 +337,6 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
                 logger.warning("%s: attempt %d failed (%s); retrying in %.0f s", entry.model.name, attempt,
                                reason, delay)
                 time.sleep(delay)
-        append(run.rows)
         runs.append(run)
         emit("done", entry.model.name, {"rows": run.rows, "log_path": run.log_path, "exec_line": run.exec_line})
     all_rows = [row for run in runs for row in run.rows]

@@ -23,7 +23,7 @@ from ansible_collections.mad.engine.plugins.module_utils._runspec import script_
 from madengine import k8s
 from madengine.ansible_bundle import VARS_FILE, render_ansible
 from madengine.credentials import Credentials
-from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
 from madengine.k8s import KUBERNETES_VERSION, render_k8s
 from madengine.manifest import BuiltImage, Manifest
 from madengine.model import Model

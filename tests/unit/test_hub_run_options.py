@@ -81,7 +81,7 @@ def test_generate_k8s_refers_to_mad_secrets_through_the_env_secret(tmp_path: Pat
 
     from madengine.credentials import Credentials
     from madengine.discover import discover_models
-    from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+    from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
     from madengine.k8s import ENV_SECRET, render_k8s
     from madengine.manifest import BuiltImage, Manifest
 

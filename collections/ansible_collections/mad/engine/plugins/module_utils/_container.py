@@ -69,25 +69,62 @@ class Deadline:
         return self.end is not None and time.monotonic() >= self.end
 
 
+#: A live line longer than this is shown cut (the log keeps it whole).
+MAX_LINE_BYTES = 16 * 1024
+
+
 class LineSplitter:
-    """Bytes in, complete lines out (UTF-8, bad bytes replaced, no line ending). Keep one per stream."""
+    """Bytes in, complete lines out (UTF-8, bad bytes replaced, no line ending). Keep one per stream.
+
+    Linear in the bytes fed and bounded in memory: a line shows what a terminal would, the text after
+    its last carriage return (a progress bar's last state), and at most MAX_LINE_BYTES of it.
+    """
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []
+        self._kept = 0
+        self._dropped = 0
+        self._cr = False  # the line so far ends with a carriage return: new text starts it over
+
+    def _reset(self) -> None:
+        self._parts, self._kept, self._dropped = [], 0, 0
+
+    def _add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        text = piece.rstrip(b"\r")
+        if text:
+            cr = text.rfind(b"\r")
+            if self._cr or cr >= 0:
+                self._reset()
+                text = text[cr + 1:]
+            room = MAX_LINE_BYTES - self._kept
+            if room > 0:
+                self._parts.append(text[:room])
+                self._kept += min(room, len(text))
+            self._dropped += max(0, len(text) - max(room, 0))
+        self._cr = piece.endswith(b"\r")
+
+    def _line(self) -> str:
+        line = b"".join(self._parts).decode("utf-8", "replace")
+        if self._dropped:
+            line += f" … ({self._dropped} more bytes in the log)"
+        self._reset()
+        self._cr = False
+        return line
 
     def feed(self, data: bytes) -> list[str]:
-        self._buf += data
-        *lines, self._buf = self._buf.split(b"\n")
-        return [_decode(line) for line in lines]
+        *complete, rest = data.split(b"\n")
+        lines = []
+        for piece in complete:
+            self._add(piece)
+            lines.append(self._line())
+        self._add(rest)
+        return lines
 
     def flush(self) -> list[str]:
         """The unterminated last line, if any."""
-        rest, self._buf = self._buf, b""
-        return [_decode(rest)] if rest else []
-
-
-def _decode(line: bytes) -> str:
-    return line.rstrip(b"\r").decode("utf-8", "replace")
+        return [self._line()] if self._kept or self._dropped else []
 
 
 class _LogPump(threading.Thread):
@@ -135,8 +172,8 @@ class _LogPump(threading.Thread):
                 with self._lock:
                     if self._stopped:
                         return
-                    self._write(name, data)
-                self._emit(self._split(name, data))
+                    masked = self._write(name, data)
+                self._emit(self._split(name, masked))
         except EngineError as e:
             self.error = f"{e.reason}: {e}"
         except BaseException as e:  # re-raised in the caller's thread by check()
@@ -160,27 +197,32 @@ class _LogPump(threading.Thread):
                 try:
                     for index, (name, data) in enumerate(stream):
                         if index >= self.frames:
-                            self._write(name, data)
-                            self._emit(self._split(name, data))
+                            self._emit(self._split(name, self._write(name, data)))
                 finally:
                     stream.close()
             except EngineError as e:
                 self.error = f"{e.reason}: {e}"
+        for stream_name, masker in self._maskers.items():
+            rest = masker.flush()
+            self._write_log(rest)
+            self._emit(self._split(stream_name, rest))
         for splitter in self._splitters.values():
             self._emit(splitter.flush())
-        self.flush_held()
 
     def flush_held(self) -> None:
         """Write what the maskers still hold (unterminated last lines); the pump must be stopped."""
         for masker in self._maskers.values():
             self._write_log(masker.flush())
 
-    def _write(self, stream_name: str, data: bytes) -> None:
+    def _write(self, stream_name: str, data: bytes) -> bytes:
+        """Mask `data` and write what is ready of it to the log; returns what was written."""
         self.frames += 1
         masker = self._maskers.get(stream_name)
         if masker is None:
             masker = self._maskers[stream_name] = LineMasker(self._secrets)
-        self._write_log(masker.feed(data))
+        masked = masker.feed(data)
+        self._write_log(masked)
+        return masked
 
     def _write_log(self, data: bytes) -> None:
         if self._log is None or self.error is not None or not data:

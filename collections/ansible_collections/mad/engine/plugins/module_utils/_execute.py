@@ -25,7 +25,12 @@ from typing import Any, BinaryIO
 from ansible_collections.mad.engine.plugins.module_utils._container import run_container
 from ansible_collections.mad.engine.plugins.module_utils._data import resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
-from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row, rows_for_run, skipped_row
+from ansible_collections.mad.engine.plugins.module_utils._perf import (
+    PerfScanner,
+    failure_row,
+    rows_for_run,
+    skipped_row,
+)
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     RC_FILE,
     container_body,
@@ -226,8 +231,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
 
-    override = options.get("timeout", -1)
-    timeout = run_timeout(model, context, None if override in (None, -1) else int(override))
+    timeout = run_timeout(model, context, options.get("timeout"))
     name = f"madengine-{safe_name(model['name'])}-{run_id or int(time.time())}".lower()[:120]
     run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
@@ -257,8 +261,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
             for line in run_notes(model, timeout, data_plan, data_problem):
                 handle.write(f"{line}\n".encode())
             handle.flush()
-            header_end = handle.tell()
-            outcome = run_container(engine, body, name, handle, timeout, on_line, keep_alive,
+            scanned = _ScannedLog(handle)
+            outcome = run_container(engine, body, name, scanned, timeout, on_line, keep_alive,
                                     exit_probe=_probe_rc(run_dir) if keep_alive else None)
     except BaseException:
         # Ctrl-C (run_container has removed the container already) or the log cannot be opened.
@@ -273,13 +277,10 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         result["infra_error"] = outcome.exit_code is None
         result["rows"] = [failure_row(model, outcome.error, **row_kw)]
     else:
-        with open(log, "rb") as handle:
-            handle.seek(header_end)
-            text = handle.read().decode("utf-8", "replace")
         if options.get("skip_model_run") and not outcome.timed_out:
             result["rows"] = [skipped_row(model, "--skip-model-run", **row_kw)]
         else:
-            result["rows"] = rows_for_run(model, text, outcome.exit_code, outcome.timed_out, timeout,
+            result["rows"] = rows_for_run(model, scanned.scanner, outcome.exit_code, outcome.timed_out, timeout,
                                           multiple_results_path(model, run_dir), **row_kw)
     if data_problem:
         result["rows"] = [with_reason(row, data_problem) for row in result["rows"]]
@@ -289,6 +290,23 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         shutil.rmtree(run_dir, ignore_errors=True)
     result["log_tail"] = _tail(log)
     return result
+
+
+class _ScannedLog:
+    """The run log as the log pump writes it, with its `performance:` lines parsed as they pass: the log
+    is never read back whole (it may be gigabytes)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.scanner = PerfScanner()
+
+    def write(self, data: bytes) -> int:
+        written = self.handle.write(data)
+        self.scanner.feed(data)
+        return written
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _open_log(path: str, run_id: str) -> tuple[str, BinaryIO]:

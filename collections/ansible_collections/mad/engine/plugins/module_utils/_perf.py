@@ -41,6 +41,14 @@ _PERF_RE = re.compile(
 )
 # Columns a multiple_results CSV must have.
 MULTIPLE_RESULTS_COLUMNS = ("model", "performance", "metric")
+#: The longest metric name a row takes; a longer one makes that model's row a FAILURE (one runaway line
+#: must not become a 50 MB perf.csv cell that no CSV reader takes).
+MAX_METRIC_LEN = 256
+#: Of a line holding ``performance:``, at most this many bytes from there are parsed; the rest of a
+#: longer line is dropped (and a value or metric running into the cut is a FAILURE).
+SCAN_LINE_BYTES = 64 * 1024
+_TOKEN = b"performance:"
+_BREAK = re.compile(rb"[\r\n]")
 
 
 def parse_number(text: str) -> float | None:
@@ -79,6 +87,84 @@ def parse_performance(text: str) -> tuple[float | None, str | None]:
     return None, None
 
 
+class PerfScanner:
+    """The last ``performance:`` line of a model's output, found while the output streams by.
+
+    Same rule as :func:`parse_performance` on the whole text, in linear time and bounded memory however
+    the output looks (a 50 MB line, 100 MB of ``\\r`` progress): only the line holding the token is
+    kept, from the token on and at most SCAN_LINE_BYTES of it. Feed it bytes (any split), then read
+    :meth:`result`.
+    """
+
+    def __init__(self) -> None:
+        self._head = bytearray()  # the current line from its first token on, at most SCAN_LINE_BYTES
+        self._in_token_line = False
+        self._carry = b""  # the current line's last bytes without a token: a token split over two reads
+        self._cut = False  # the current token line ran past SCAN_LINE_BYTES
+        self._result: tuple[float | None, str | None, str] = (None, None, "")
+        #: A ``performance:`` token was seen (with or without a number after it).
+        self.saw_performance_line = False
+
+    def feed(self, data: bytes) -> None:
+        buf = self._carry + data if self._carry else data
+        self._carry = b""
+        pos, size = 0, len(buf)
+        while pos < size:
+            if not self._in_token_line:
+                found = buf.find(_TOKEN, pos)
+                if found < 0:
+                    last_break = max(buf.rfind(b"\n", pos), buf.rfind(b"\r", pos))
+                    self._carry = buf[max(last_break + 1, size - len(_TOKEN) + 1, pos):]
+                    return
+                self._in_token_line, self._cut, pos = True, False, found
+                self.saw_performance_line = True
+                self._head.clear()
+            brk = _BREAK.search(buf, pos)
+            end = size if brk is None else brk.start()
+            room = SCAN_LINE_BYTES - len(self._head)
+            if room > 0:
+                self._head += buf[pos:min(end, pos + room)]
+            if end - pos > room:
+                self._cut = True
+            if brk is None:
+                return
+            self._end_line()
+            pos = end + 1
+
+    def _end_line(self) -> None:
+        self._in_token_line = False
+        text = self._head.decode("utf-8", "replace")
+        self._head.clear()
+        lines = text.splitlines()
+        for index in range(len(lines) - 1, -1, -1):
+            line = lines[index]
+            match = _PERF_RE.search(line)
+            if match is None:
+                continue
+            if self._cut and index == len(lines) - 1 and match.end() >= len(line):
+                # The value or metric runs into the cut: what it would have been is unknown.
+                self._result = (None, None, f"performance line longer than {SCAN_LINE_BYTES // 1024} KiB")
+                return
+            value = parse_number(match.group("number"))
+            if value is None:
+                continue
+            metric = match.group("metric") or ""
+            if len(metric) > MAX_METRIC_LEN:
+                self._result = (None, None, f"metric name of {len(metric)} characters (the limit is "
+                                            f"{MAX_METRIC_LEN})")
+            else:
+                self._result = (value, metric, "")
+            return
+
+    def result(self) -> tuple[float | None, str | None, str]:
+        """``(value, metric, problem)`` of the last performance line (ending an unterminated last line):
+        ``(None, None, "")`` when there is none; ``problem`` says why the last one cannot be a row."""
+        if self._in_token_line:
+            self._end_line()
+        self._carry = b""
+        return self._result
+
+
 def parse_multiple_results(text: str, source: str = "multiple_results file") -> list[dict[str, str]]:
     """Rows of a multiple_results CSV given as text; ``source`` names it in errors.
 
@@ -86,7 +172,10 @@ def parse_multiple_results(text: str, source: str = "multiple_results file") -> 
     ``model``.
     Raises ValueError if a required column is missing.
     """
-    records = list(csv.reader((text or "").lstrip("\ufeff").splitlines()))
+    try:
+        records = list(csv.reader((text or "").lstrip("\ufeff").splitlines()))
+    except csv.Error as exc:  # such as a field over csv.field_size_limit()
+        raise ValueError(f"{source} cannot be read as CSV: {exc}") from None
     header = [name.strip() for name in records[0]] if records else []
     if "model" not in header and "models" in header:  # MAD's README spells the column "models"
         header[header.index("models")] = "model"
@@ -228,24 +317,25 @@ def run_failure_reason(exit_code: int | None, timed_out: bool, timeout_s: float 
     return ""
 
 
-def no_performance_reason(text: str) -> str:
+def no_performance_reason(saw_performance_line: bool) -> str:
     """Why a log gives no value: ``no performance line``, or ``no performance value on the performance
     line`` when a ``performance:`` line is there but holds no number."""
-    if "performance:" in (text or ""):
+    if saw_performance_line:
         return "no performance value on the performance line"
     return "no performance line"
 
 
-def rows_for_run(model: dict, output_text: str, exit_code: int | None, timed_out: bool,
+def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, timed_out: bool,
                  timeout_s: float | int | None, multiple_results_csv: str | None,
                  **row_kwargs: Any) -> list[dict[str, str]]:
     """The perf rows of one finished model run.
 
     SUCCESS needs exit code 0 and a performance value; anything else is a FAILURE row whose
     ``reason`` is ``timeout after N s``, ``non-zero exit N``, ``no performance line`` or ``no performance
-    value on the performance line`` (single result),
-    or, for a model with ``multiple_results``, ``multiple_results file <name> not found``, a CSV error,
-    or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV the
+    value on the performance line`` (single result), a too long performance line or metric name
+    (``output`` is the model's output text, or a :class:`PerfScanner` that was fed it), or, for a model
+    with ``multiple_results``, ``multiple_results file <name> not found``, a CSV error, a too long metric
+    name, or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV the
     script wrote (ignored when the model has no ``multiple_results``). A multiple_results run gives one
     row per CSV row named ``<model>_<csv model>``, with the CSV's other columns as extra keys; when the
     run itself failed but the CSV exists, every CSV row is a FAILURE with the run's reason.
@@ -256,11 +346,18 @@ def rows_for_run(model: dict, output_text: str, exit_code: int | None, timed_out
     run_reason = run_failure_reason(exit_code, timed_out, timeout_s)
     csv_name = model.get("multiple_results")
     if not csv_name:
-        value, metric = parse_performance(output_text)
+        if isinstance(output, str):
+            scanner = PerfScanner()
+            scanner.feed(output.encode("utf-8", "replace"))
+        else:
+            scanner = output
+        value, metric, problem = scanner.result()
         if run_reason:
             return [failure_row(model, run_reason, **row_kwargs)]
+        if problem:
+            return [failure_row(model, problem, **row_kwargs)]
         if value is None:
-            return [failure_row(model, no_performance_reason(output_text), **row_kwargs)]
+            return [failure_row(model, no_performance_reason(scanner.saw_performance_line), **row_kwargs)]
         return [make_row(model, status=SUCCESS, performance=value, metric=metric, **row_kwargs)]
 
     if not multiple_results_csv or not os.path.isfile(multiple_results_csv):
@@ -278,7 +375,10 @@ def rows_for_run(model: dict, output_text: str, exit_code: int | None, timed_out
         sub = dict(model, name=f"{model.get('name')}_{csv_row['model']}")
         extra = {k: v for k, v in csv_row.items() if k not in MULTIPLE_RESULTS_COLUMNS}
         value = parse_number(csv_row["performance"])
-        if run_reason or value is None:
+        if not run_reason and len(csv_row["metric"]) > MAX_METRIC_LEN:
+            rows.append(failure_row(sub, f"metric name of {len(csv_row['metric'])} characters (the limit is "
+                                         f"{MAX_METRIC_LEN})", **row_kwargs))
+        elif run_reason or value is None:
             rows.append(failure_row(sub, run_reason or "no performance value", metric=csv_row["metric"],
                                     extra=extra, **row_kwargs))
         else:

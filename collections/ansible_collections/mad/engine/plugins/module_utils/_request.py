@@ -27,7 +27,12 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
 from ansible_collections.mad.engine.plugins.module_utils._facts import HostInfo, detect_host, gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
-from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK, run_timeout, script_location
+from ansible_collections.mad.engine.plugins.module_utils._runspec import (
+    MASK,
+    MODEL_TIMEOUT,
+    run_timeout,
+    script_location,
+)
 
 RUN_OPTION_KEYS = ("timeout", "keep_alive", "keep_model_dir", "skip_model_run", "disable_skip_gpu_arch",
                    "sys_env_details", "force_mirror_local")
@@ -129,9 +134,8 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
     output_dir = os.path.join(workdir, "results", run_id)
     run_ctx = run_context(manifest.get("context"), context)
     opts = {k: v for k, v in dict(options or {}).items() if k in RUN_OPTION_KEYS}
-    opts.setdefault("timeout", -1)
+    opts.setdefault("timeout", MODEL_TIMEOUT)
     override = opts.get("timeout")
-    override = None if override in (None, -1, "-1", "") else int(override)
     tarballs = dict(image_tarballs or {})
     built_models = manifest.get("built_models") or {}
     images: dict[str, dict[str, Any]] = {}

@@ -20,17 +20,17 @@ import re
 import shlex
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, SECRET_ENV_LABEL, is_secret_name
+
 WORKSPACE = "/myworkspace"
 RUN_DIRECTORY = WORKSPACE + "/run_directory"
 #: With keep_alive the exit status of the script is written to this file in the run directory.
 RC_FILE = ".madengine_rc"
 DEFAULT_SHM_SIZE = 16 * 1024 ** 3
 DEFAULT_TIMEOUT = 7200
+#: ``--timeout`` / ``run_options.timeout`` -1: each model's own timeout (else DEFAULT_TIMEOUT).
+MODEL_TIMEOUT = -1
 GPU_VENDORS = ("AMD", "NVIDIA", "INTEL", "CPU")
-#: Label listing (by name only) the env keys that hold credentials, so logs can mask them.
-SECRET_ENV_LABEL = "madengine.secret_env"
-MASK = "******"
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|key|credential|auth", re.IGNORECASE)
 #: A ``scripts`` value ending in one of these names a file run with that interpreter; anything else is a
 #: folder holding run.sh. ``.slurm``/``.sbatch`` files are batch scripts, run with bash on one host.
 SCRIPT_RUNNERS = {".sh": "bash", ".slurm": "bash", ".sbatch": "bash", ".py": "python3"}
@@ -100,12 +100,17 @@ def select_gpus(model_n_gpus: int | str, docker_gpus: str | int | None, host_cou
     return pool[:wanted]
 
 
+def normalize_vendor(vendor: Any) -> str:
+    """``amd`` → ``AMD``; raises ValueError for anything but AMD, NVIDIA, INTEL or CPU."""
+    text = str(vendor or "").strip().upper()
+    if text not in GPU_VENDORS:
+        raise ValueError(f"gpu_vendor must be one of {', '.join(GPU_VENDORS)}, not {vendor!r}")
+    return text
+
+
 def gpu_vendor(context: dict | None, facts: dict | None) -> str:
     """The vendor of this run: the context's ``gpu_vendor``, else the host's, else CPU."""
-    vendor = str((context or {}).get("gpu_vendor") or (facts or {}).get("gpu_vendor") or "CPU").upper()
-    if vendor not in GPU_VENDORS:
-        raise ValueError(f"gpu_vendor must be one of {', '.join(GPU_VENDORS)}, not {vendor!r}")
-    return vendor
+    return normalize_vendor((context or {}).get("gpu_vendor") or (facts or {}).get("gpu_vendor") or "CPU")
 
 
 def run_gpus(model: dict, context: dict | None, facts: dict | None) -> list[int]:
@@ -170,10 +175,14 @@ def multiple_results_path(model: dict, run_dir: str) -> str | None:
     return os.path.join(run_dir, str(name)) if name else None
 
 
-def run_timeout(model: dict, context: dict | None = None, override: int | None = None,
+def run_timeout(model: dict, context: dict | None = None, override: int | str | None = None,
                 default: int = DEFAULT_TIMEOUT) -> int | None:
-    """Seconds the run may take: ``override`` (CLI), else the context's, else the model's ``timeout``,
-    else ``default``. None (the value not given) falls through; a value <= 0 means no limit (None)."""
+    """Seconds the run may take: ``override`` (``--timeout``), else the context's ``timeout``, else the
+    model's, else ``default`` (7,200 s). An override of ``-1`` (:data:`MODEL_TIMEOUT`) and a None anywhere
+    fall through to the next source; any other value <= 0 means no limit (None), as does a model's own
+    -1. The one timeout rule of every executor."""
+    if override is not None and str(override).strip() == str(MODEL_TIMEOUT):
+        override = None
     for value in (override, (context or {}).get("timeout"), model.get("timeout"), default):
         if value is None or value == "":
             continue
@@ -185,6 +194,13 @@ def run_timeout(model: dict, context: dict | None = None, override: int | None =
 # --------------------------------------------------------------------------------------------------
 # The in-container command line
 # --------------------------------------------------------------------------------------------------
+
+def describe_timeout(timeout: int | None) -> str:
+    """``--timeout`` for humans: ``model default (7200 s)``, ``none`` or ``60 s``."""
+    if timeout is None or timeout == MODEL_TIMEOUT:
+        return f"model default ({DEFAULT_TIMEOUT} s)"
+    return "none" if timeout <= 0 else f"{timeout} s"
+
 
 def _quote_args(text: str, where: str) -> str:
     try:
@@ -523,7 +539,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
 
 def is_secret_env(key: str, secret_keys: Any = ()) -> bool:
     """Whether an env key's value must not be shown: a credential key, or a secret-looking name."""
-    return key in set(secret_keys or ()) or bool(_SECRET_KEY.search(key))
+    return key in set(secret_keys or ()) or is_secret_name(key)
 
 
 def _size_text(size: int) -> str:

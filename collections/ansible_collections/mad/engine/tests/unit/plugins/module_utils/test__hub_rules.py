@@ -132,8 +132,8 @@ def test_timeout_line_and_data_notes():
     assert timeout_line(None) == "Setting timeout to 0 seconds. (no limit)"
     plan = resolve_data("huggingface", {"huggingface": {}}, "/mad")[0]
     assert run_notes({}, 60, plan, "")[1].startswith("data huggingface names no provider")
-    expected = ["Setting timeout to 60 seconds.", "data x is NOT mounted: y"]
-    assert run_notes({}, 60, plan, "data x is NOT mounted: y") == expected
+    notes = run_notes({}, 60, plan, "data x is NOT mounted: y")
+    assert notes == ["Setting timeout to 60 seconds.", "data x is NOT mounted: y"]
     assert with_reason({"reason": ""}, "n")["reason"] == "n"
     assert with_reason({"reason": "non-zero exit 1"}, "n")["reason"] == "non-zero exit 1; n"
 
