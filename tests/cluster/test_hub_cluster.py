@@ -30,7 +30,7 @@ def test_role_runs_a_hub_card_with_env_vars_and_mad_secrets(mad: ClusterMad) -> 
     mad.write("scripts/hub/run_xPyD.slurm", SCRIPT)
     mad.models.append({"name": name, "tags": [mad.uid], "dockerfile": "docker/base",
                        "scripts": "scripts/hub/run_xPyD.slurm", "data": "huggingface", "n_gpus": "-1",
-                       "env_vars": {"CARD_VAR": "from-card", "JSON_VAR": {"isl": [1024]}}})
+                       "env_vars": {"CARD_VAR": "from-card", "JSON_VAR": '{"isl": [1024]}'}})
     mad.save()
     mad.build()
     token = "hf_" + secrets.token_hex(12)
