@@ -479,6 +479,9 @@ def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _Planne
         # not drop the Job (the run-context rule): the Job runs without it, and its row says so.
         data_plan, data_problem = resolve_data(entry.model.data, run.data_config, str(run.root), run.mirror,
                                                exists=lambda _p: True)
+    if model.get("url"):
+        notes.append("its card url is not cloned in a Job (local and cluster runs clone it into the run "
+                     "directory): bake the repository into the image")
     facts = {"gpu_vendor": vendor, "gpu_count": gpus, "gpu_architecture": architecture, "render_devices": []}
     # The device plugin picks the GPUs: docker_gpus (host indices) has no meaning in a pod.
     body_ctx = {k: v for k, v in context.items() if k != "docker_gpus"}
@@ -543,7 +546,8 @@ def _secrets(jobs: list[JobPlan], entries: list[ManifestEntry], manifest: Manife
                                         "purpose": f"credential {cred!r} of the models' `cred`, as env vars"}
     if secret_env:
         secrets[ENV_SECRET] = {"type": "generic", "keys": secret_env,
-                               "purpose": "the context's docker_env_vars that are masked in the files"}
+                               "purpose": "the context's docker_env_vars masked in the files, and MAD_SECRETS* "
+                                          "variables"}
     return needs_login, secrets
 
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_D
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
 from madengine.atomic import write_json_atomic
-from madengine.credentials import CredentialError, Credentials
+from madengine.credentials import ENV_PASSWORD, SECRETS_ENV_MARKER, CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
 from madengine.execute.image_copy import cache_dir, images_for, save_images
@@ -284,6 +284,20 @@ def plan_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOption
     return schedule.shard(keys, hosts, schedule.estimates_for(str(options.output), models))
 
 
+@contextlib.contextmanager
+def _without_secret_env() -> Iterator[None]:
+    """The process environment without MAD_SECRETS* and the registry password while ansible-runner runs:
+    it records its whole environment in ``artifacts/<play>/command``. The values reach the play through
+    the secrets file (``run_models_secret_env``, the registry login) instead."""
+    saved = {k: v for k, v in os.environ.items() if SECRETS_ENV_MARKER in k or k == ENV_PASSWORD}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, extravars: dict[str, Any],
           secrets: dict[str, Any], collector: _Collector) -> None:
     """One ansible-runner play; afterwards every planned cell of the collector is settled."""
@@ -294,11 +308,12 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
             json.dump(secrets, handle)
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
-            inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
-            envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
-            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+        with _without_secret_env():
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
+                inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
+                envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
+                quiet=True, event_handler=collector.on_event, suppress_env_files=True)
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
         _close_control_masters(control_dir)

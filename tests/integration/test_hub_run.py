@@ -96,7 +96,7 @@ def test_hub_cards_run(capsys, mad, tmp_path, monkeypatch) -> None:
     assert "MODEL_NAME=Tiny-Model-8B RUN_MORI=1" in log
     assert "QUOTED=say \"hi\" it's" in log
     assert 'BENCHMARK_COMBINATIONS=[{"isl": 1024, "osl": 128}]' in log
-    assert 'SHAPE={"tp": [1, 2]}' in log
+    assert 'SHAPE={"tp": [1, 2]} STEPS=3' in log
     assert "OVERRIDDEN=from-context" in log
     # 5. MAD_SECRETS_HFTOKEN reaches the container (its hash proves the value) and is masked in the log.
     assert f"HF_TOKEN sha256: {hashlib.sha256(token.encode()).hexdigest()[:16]}" in log

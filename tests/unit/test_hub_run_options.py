@@ -71,3 +71,39 @@ def test_k8s_result_step_says_the_data_was_not_mounted(tmp_path: Path):
                          capture_output=True, text=True, check=True).stdout
     [row] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert (row["status"], row["reason"]) == ("SUCCESS", "data gone is NOT mounted: not defined")
+
+
+def test_generate_k8s_refers_to_mad_secrets_through_the_env_secret(tmp_path: Path):
+    """MAD_SECRETS* of the generating environment reach the Jobs as Secret references, never as values."""
+    import shutil
+
+    import yaml
+
+    from madengine.credentials import Credentials
+    from madengine.discover import discover_models
+    from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
+    from madengine.k8s import ENV_SECRET, render_k8s
+    from madengine.manifest import BuiltImage, Manifest
+
+    root = tmp_path / "MAD"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "MAD", root)
+    [model] = discover_models(root, ["dummy"])
+    context = {"gpu_vendor": "CPU", "guest_os": "UBUNTU"}
+    options = ExportOptions(mad_dir=root, data_config="data.json", tools_config="scripts/common/tools.json",
+                            data_config_given=False, tools_config_given=False)
+    config = execution_config_from_dict(json.loads(json.dumps(build_execution_config([model], context,
+                                                                                     options).config)))
+    image = BuiltImage(docker_image="ci-dummy_dummy", dockerfile="docker/dummy.Dockerfile", base_docker="b",
+                       docker_sha="sha256:" + "0b" * 32, build_duration=1.0, gpu_vendor="CPU", guest_os="UBUNTU",
+                       models=[model.name])
+    manifest = Manifest(built_images={"ci-dummy_dummy": image}, context=context)
+    manifest.built_models["ci-dummy_dummy"] = model
+    manifest.model_images["ci-dummy_dummy"] = "ci-dummy_dummy"
+    secret = "hf_k8s-secret-value-77"
+    bundle = render_k8s(manifest, config, mad_dir=root,
+                        credentials=Credentials({}, env={"MAD_SECRETS_HFTOKEN": secret}))
+    assert all(secret not in text for text in bundle.files.values())
+    [job] = [d for n, t in bundle.files.items() if n.startswith("job-") for d in yaml.safe_load_all(t) if d]
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MAD_SECRETS_HFTOKEN"]["valueFrom"]["secretKeyRef"] == {"name": ENV_SECRET, "key": "MAD_SECRETS_HFTOKEN"}
+    assert "MAD_SECRETS_HFTOKEN" in bundle.secrets[ENV_SECRET]["keys"]

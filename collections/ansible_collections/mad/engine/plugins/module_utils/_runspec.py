@@ -14,7 +14,6 @@ directory of the model script.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -389,9 +388,10 @@ def _apply_run_options(text: str, body: dict, host: dict, env: dict, where: str)
 
 
 def card_env(model: dict) -> dict[str, str]:
-    """The card's ``env_vars`` as container env strings (an object or list value as its JSON text).
+    """The card's ``env_vars`` as container env strings (a boolean as ``true``/``false``).
 
-    Raises ValueError when ``env_vars`` is not an object of names.
+    Raises ValueError when ``env_vars`` is not an object of names to strings, numbers or booleans (the
+    card model's rule; the hub passes JSON as a string value).
     """
     raw = model.get("env_vars")
     if raw in (None, ""):
@@ -403,7 +403,10 @@ def card_env(model: dict) -> dict[str, str]:
     for key, value in raw.items():
         if not isinstance(key, str) or not key or "=" in key:
             raise ValueError(f"model {model.get('name')}: env_vars key {key!r} is not an environment name")
-        env[key] = json.dumps(value) if isinstance(value, (dict, list)) else _str(value)
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"model {model.get('name')}: env_vars {key} must be a string, number or boolean "
+                             f"(give JSON as a string)")
+        env[key] = _str(value)
     return env
 
 

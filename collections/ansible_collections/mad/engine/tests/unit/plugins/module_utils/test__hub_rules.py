@@ -94,8 +94,10 @@ def test_a_missing_script_is_a_model_problem(tmp_path):
 
 # ------------------------------------------------------------------------------------------- env
 def test_card_env_vars_become_strings():
-    model = {"name": "m", "env_vars": {"A": "1", "N": 2, "B": True, "J": {"x": [1]}, "L": [1, "a"], "E": None}}
-    assert card_env(model) == {"A": "1", "N": "2", "B": "true", "J": '{"x": [1]}', "L": '[1, "a"]', "E": ""}
+    model = {"name": "m", "env_vars": {"A": "1", "N": 2, "B": True, "J": '[{"isl": 1024}]', "E": None}}
+    assert card_env(model) == {"A": "1", "N": "2", "B": "true", "J": '[{"isl": 1024}]', "E": ""}
+    with pytest.raises(ValueError, match="give JSON as a string"):
+        card_env({"name": "m", "env_vars": {"J": {"x": [1]}}})
     assert card_env({"name": "m"}) == {}
     with pytest.raises(ValueError, match="env_vars must be an object"):
         card_env({"name": "m", "env_vars": ["A=1"]})
