@@ -33,7 +33,7 @@ from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
 from madengine.context import resolve_run_context
 from madengine.credentials import CredentialError, Credentials
-from madengine.errors import InvalidInputError
+from madengine.errors import ExitCode, InvalidInputError
 from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
@@ -221,9 +221,11 @@ def _append_or_stop(append: Callable[[list[dict[str, str]]], None], rows: list[d
     try:
         append(rows)
     except PerfCsvError as e:
-        raise PerfCsvError(f"{e.message}; the run stopped there",
-                           hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
-                                f"{options.run_id}` runs this model and the ones after it again.") from None
+        stop = PerfCsvError(f"{e.message}; the run stopped there",
+                            hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
+                                 f"{options.run_id}` runs this model and the ones after it again.")
+        stop.exit_code = ExitCode.RUN_FAILURE  # the run failed; its input was fine
+        raise stop from None
 
 
 def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
