@@ -128,6 +128,8 @@ def run(
 ) -> None:
     """Run models: execution-only from a valid manifest, or a full build → run workflow from tags."""
     set_verbose(verbose)
+    from ansible_collections.mad.engine.plugins.module_utils._runspec import MAX_TIMEOUT
+
     from madengine.atomic import write_json_atomic
     from madengine.cli.commands.build import execute_build
     from madengine.cli.render import common
@@ -137,7 +139,20 @@ def run(
     from madengine.execute.local import RunOptions, run_manifest
     from madengine.manifest import load_manifest
     from madengine.results import workflow_summary
+    from madengine.tags import split_tags
 
+    if tags and not split_tags(tags):
+        raise InvalidInputError("--tags is empty: it names no model (an unset shell variable?)",
+                                hint="give the tags to build and run, or --manifest-file to run a manifest",
+                                example=RUN_EXAMPLE)
+    if tags and manifest_file is not None:
+        # A manifest runs the models it holds; the tags would be silently ignored.
+        raise InvalidInputError("--tags and --manifest-file do not go together: a manifest runs every model "
+                                "it holds", hint="drop --tags to run the manifest, or --manifest-file to build "
+                                                 "and run the tags", example=RUN_EXAMPLE)
+    if timeout > MAX_TIMEOUT:
+        raise InvalidInputError(f"--timeout {timeout} is too large (the limit is {MAX_TIMEOUT} s, over 3 years)",
+                                hint="use a number of seconds up to that, or 0 for no limit")
     if image_transfer not in (None, "registry", "copy"):
         raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
     if timeout < -1:
@@ -158,11 +173,12 @@ def run(
     if resume and rerun_failed:
         raise InvalidInputError("--resume and --rerun-failed are exclusive")
     if resume or rerun_failed:
-        from madengine.ledger import Ledger
+        from madengine.ledger import Ledger, check_run_id
 
-        run_id = resume or rerun_failed
-        previous = Ledger(RUNS_DIR, run_id).load().run
-        args = previous.get("args") or {}
+        run_id = check_run_id(resume or "", "--resume") if resume else check_run_id(rerun_failed or "",
+                                                                                    "--rerun-failed")
+        loaded = Ledger(RUNS_DIR, run_id).load()
+        previous, args = loaded.run, loaded.args()
         manifest_file, mad_dir, output = Path(args["manifest_file"]), Path(args["mad_dir"]), Path(args["output"])
         tags = None
         timeout, keep_alive, keep_model_dir = args["timeout"], args["keep_alive"], args["keep_model_dir"]
