@@ -203,3 +203,21 @@ def test_a_disk_too_full_for_the_row_stops_the_run_clearly(capsys, mad: Mad, sma
     run_id = only_run_id(mad)
     assert ledger_attempts(mad, run_id) == []  # nothing ledgered as done: --resume runs both
     assert first
+
+
+# ------------------------------------------------------------------------------ item 12: small ones
+def test_models_whose_names_look_alike_keep_their_own_logs(capsys, mad: Mad) -> None:
+    names = {f"{mad.uid}_a/b": "11", f"{mad.uid}_a_b": "12", f"{mad.uid}_модель": "13", f"{mad.uid}_模型": "14"}
+    for index, (name, perf) in enumerate(names.items()):
+        mad.write(f"scripts/s{index}/run.sh", f'#!/bin/bash\necho "performance: {perf} items_per_second"\n')
+        mad.models.append({"name": name, "tags": [mad.uid], "dockerfile": "docker/base",
+                           "scripts": f"scripts/s{index}/run.sh", "n_gpus": "1", "args": ""})
+    mad.save()
+    build(capsys, mad)
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json")
+    assert res.code == 0, res.text
+    assert {row["model"]: row["performance"] for row in perf_rows(mad.root / "perf.csv")} == names
+    logs = sorted(mad.root.glob("*.run.live.log"))
+    assert len(logs) == len(names), logs
+    assert sorted(next(line for line in log.read_text().splitlines() if line.startswith("performance:"))
+                  for log in logs) == sorted(f"performance: {perf} items_per_second" for perf in names.values())

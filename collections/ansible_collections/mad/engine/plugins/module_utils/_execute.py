@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -55,6 +56,14 @@ def safe_name(name: str) -> str:
     return _UNSAFE.sub("_", name.replace("/", "_")).strip("_.-") or "model"
 
 
+def file_stem(name: str) -> str:
+    """The part of a model's file names (log, run directory, snapshots) that is unique per model name: the
+    name itself when it is safe, else its safe form and a hash of the name (`a/b` → `a_b-1b2c3d4e`,
+    never the `a_b` of the model `a_b`; non-Latin names do not all become `model`)."""
+    safe = safe_name(name)
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
 def dockerfile_stem(docker_file: str) -> str:
     """`docker/dummy.ubuntu.Dockerfile` → `dummy.ubuntu` (upstream's log-name part)."""
     base = os.path.basename(docker_file or "")
@@ -62,7 +71,7 @@ def dockerfile_stem(docker_file: str) -> str:
 
 
 def log_path(output_dir: str, model_name: str, docker_file: str) -> str:
-    return os.path.join(output_dir, f"{safe_name(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
+    return os.path.join(output_dir, f"{file_stem(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
 
 
 def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -> dict:
@@ -181,8 +190,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
 
     override = options.get("timeout", -1)
     timeout = run_timeout(model, context, None if override in (None, -1) else int(override))
-    name = f"madengine-{safe_name(model['name'])}-{run_id or int(time.time())}".lower()[:120]
-    run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
+    name = f"madengine-{file_stem(model['name'])}-{run_id or int(time.time())}".lower()[:120]
+    run_dir = os.path.join(output_dir, f"{file_stem(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
     try:
         folder = script_location(model)[0]
@@ -241,7 +250,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     if options.get("sys_env_details", True):
         # A snapshot beside the log, not the result: a full disk shows in the row already.
         with contextlib.suppress(OSError):
-            _write_sysenv(engine, os.path.join(output_dir, f"{safe_name(model['name'])}.sysenv.json"))
+            _write_sysenv(engine, os.path.join(output_dir, f"{file_stem(model['name'])}.sysenv.json"))
     if not (options.get("keep_model_dir") or outcome.kept):
         shutil.rmtree(run_dir, ignore_errors=True)
     result["log_tail"] = _tail(log)
