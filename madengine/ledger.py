@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filelock import FileLock
-
 from madengine.errors import InvalidInputError
+from madengine.pathlock import PathLock
 
 LEDGER_NAME = "ledger.jsonl"
 DONE_STATUSES = ("SUCCESS", "SKIPPED")
@@ -81,7 +80,7 @@ class Ledger:
     def __init__(self, runs_dir: Path, run_id: str) -> None:
         self.dir = Path(runs_dir) / run_id
         self.path = self.dir / LEDGER_NAME
-        self._lock = FileLock(str(self.path) + ".lock", timeout=30)
+        self._lock = PathLock(str(self.path) + ".lock", timeout=30)
 
     def _append(self, record: dict[str, Any], *, first: bool = False) -> None:
         """Append `record` as one line (with `first`: only to a ledger that has no line yet)."""
