@@ -321,7 +321,12 @@ def _write_sysenv(engine: EngineClient, path: str) -> None:
         version = {}
     # Write and rename: a concurrent run of the same model never leaves half a file.
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(snapshot(version), handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(snapshot(version), handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not leave half a snapshot behind
+        raise
