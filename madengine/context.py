@@ -85,6 +85,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 def _load_text(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise InvalidInputError(f"{CLI_SOURCE} is nested too deeply to be a context",
+                                hint=f"Pass one flat JSON object, e.g. {CLI_SOURCE} '{_EXAMPLE_CONTEXT}'") from None
     except json.JSONDecodeError as json_error:
         # Upstream madengine accepted Python dict literals ({'a': True}); keep accepting them.
         try:
@@ -119,6 +122,9 @@ def _load_file(path: Path) -> dict[str, Any]:
                                 hint=f"Check that {path} is a readable file.") from None
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise InvalidInputError(f"Additional context file {path} is nested too deeply to be a context",
+                                hint=hint) from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"Invalid JSON in additional context file {path}: {exc.msg} "

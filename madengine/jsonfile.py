@@ -29,6 +29,9 @@ def read_json_document(path: Path | str, what: str, *, option: str, missing_hint
         raise InvalidInputError(f"{what} {where} is not UTF-8 text ({exc.reason})") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise InvalidInputError(f"{what} {where} is nested too deeply", hint=malformed_hint,
+                                example=example) from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{what} {where} is malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",

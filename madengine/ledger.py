@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filelock import FileLock
-
 from madengine.errors import InvalidInputError
+from madengine.pathlock import PathLock
 
 LEDGER_NAME = "ledger.jsonl"
 DONE_STATUSES = ("SUCCESS", "SKIPPED")
+#: A run ID names a folder under runs/: no path separators, no leading dot (`--resume ../../x`).
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: What a run record's `args` must hold for --resume / --rerun-failed to run it again.
+RUN_ARGS = ("manifest_file", "mad_dir", "output", "timeout", "keep_alive", "keep_model_dir", "skip_model_run",
+            "disable_skip_gpu_arch", "sys_env_details", "data_config", "tools_config")
+
+
+def check_run_id(run_id: str, option: str = "--resume") -> str:
+    """`run_id` if it can be one (as `new_run_id` makes them); else InvalidInputError (exit 4)."""
+    if not RUN_ID_RE.fullmatch(run_id or "") or ".." in run_id:
+        raise InvalidInputError(f"{option} {run_id!r} is not a run ID",
+                                hint="pass the name of a folder in runs/ (letters, digits, '_', '.', '-'), "
+                                     "such as the run_id of the run's summary",
+                                example="madengine-cli run --resume 20261128-113501-ab12cd")
+    return run_id
 
 
 @dataclass
@@ -29,6 +44,18 @@ class LedgerState:
 
     run: dict[str, Any]
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    path: str = ""
+
+    def args(self) -> dict[str, Any]:
+        """The run record's `args` (how the run was started); InvalidInputError when any is missing."""
+        args = self.run.get("args")
+        missing = [key for key in RUN_ARGS if key not in args] if isinstance(args, dict) else ["args"]
+        if missing:
+            where = "args" if missing == ["args"] else "args." + ", args.".join(missing)
+            raise InvalidInputError(f"{self.path or LEDGER_NAME}: the run record has no {where}",
+                                    hint="this ledger was not written by `madengine-cli run` (or was edited); "
+                                         "start the run again instead of resuming it")
+        return args
 
     def final(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The last attempt of each (model key, host)."""
@@ -53,7 +80,7 @@ class Ledger:
     def __init__(self, runs_dir: Path, run_id: str) -> None:
         self.dir = Path(runs_dir) / run_id
         self.path = self.dir / LEDGER_NAME
-        self._lock = FileLock(str(self.path) + ".lock", timeout=30)
+        self._lock = PathLock(str(self.path) + ".lock", timeout=30)
 
     def _append(self, record: dict[str, Any], *, first: bool = False) -> None:
         """Append `record` as one line (with `first`: only to a ledger that has no line yet)."""
@@ -84,6 +111,7 @@ class Ledger:
                       "models": [row.get("model", "") for row in rows]})
 
     def load(self) -> LedgerState:
+        check_run_id(self.dir.name)
         if not self.path.is_file():
             raise InvalidInputError(f"No ledger for run {self.dir.name}: {self.path} does not exist",
                                     hint="pass a run id from the runs/ folder of the directory you ran in")
@@ -105,7 +133,7 @@ class Ledger:
                     attempts.append(record)
         if run is None:
             raise InvalidInputError(f"{self.path} has no run record")
-        return LedgerState(run, attempts)
+        return LedgerState(run, attempts, str(self.path))
 
 
 def _drop_torn_tail(handle: BinaryIO) -> int:

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import filelock
 from ansible_collections.mad.engine.plugins.module_utils._perf import (
     FAILURE,
     MADENGINE_COLUMNS,
@@ -35,7 +34,8 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import (
 )
 
 from madengine.atomic import write_text_atomic
-from madengine.errors import InvalidInputError, MadError
+from madengine.errors import ExitCode, InvalidInputError, MadError
+from madengine.pathlock import LockTimeout, PathLock
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -192,8 +192,9 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 class PerfCsv:
     """A perf.csv that several processes may append to at once.
 
-    Every append holds ``<path>.lock`` (filelock) for its whole read-check-write, so a concurrent rewrite
-    (when new columns appear) can never drop rows another process has just appended.
+    Every append holds ``<path>.lock`` (a PathLock, removed again when released) for its whole
+    read-check-write, so a concurrent rewrite (when new columns appear) can never drop rows another
+    process has just appended.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -213,11 +214,11 @@ class PerfCsv:
         new_rows = _normalise_rows(rows)
         if not new_rows:
             return
-        lock = filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout)
+        lock = PathLock(self.lock_path, timeout=self.lock_timeout)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        except filelock.Timeout as exc:
+        except LockTimeout as exc:
             raise PerfCsvError(
                 f"Timed out after {self.lock_timeout:g}s waiting for the lock on {self.path.absolute()} "
                 f"(lock file {self.lock_path.absolute()})",
@@ -251,8 +252,9 @@ class PerfCsv:
                 if target.exists():
                     with open(target, "r+b"):
                         pass
-                with open(self.lock_path, "a"):
-                    pass
+                if self.lock_path.exists():  # an existing lock file must be writable; a new one is probed below
+                    with open(self.lock_path, "r+b"):
+                        pass
                 write_text_atomic(target.with_name(f".{target.name}.probe"), "")
                 os.unlink(target.with_name(f".{target.name}.probe"))
             except OSError as e:
@@ -440,7 +442,9 @@ class ResultsSink:
             try:
                 self.perf.append(rows)
             except PerfCsvError as e:
-                raise PerfCsvError(f"{e.message}; the run stopped there",
-                                   hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
-                                        f"{self.run_id}` runs this model and the ones after it again.") from None
+                stop = PerfCsvError(f"{e.message}; the run stopped there",
+                                    hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
+                                         f"{self.run_id}` runs this model and the ones after it again.")
+                stop.exit_code = ExitCode.RUN_FAILURE  # the run failed; its input was fine
+                raise stop from None
         self.ledger.record(key, host, attempt, rows, log_path=log_path, infra_error=infra_error)

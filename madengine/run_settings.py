@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ansible_collections.mad.engine.plugins.module_utils._runspec import DEFAULT_TIMEOUT, MODEL_TIMEOUT
+from ansible_collections.mad.engine.plugins.module_utils._runspec import DEFAULT_TIMEOUT, MAX_TIMEOUT, MODEL_TIMEOUT
 from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
 
 from madengine.errors import InvalidInputError
+from madengine.tags import split_tags
 
 if TYPE_CHECKING:
     from madengine.execute.ansible import ClusterOptions
@@ -88,6 +89,18 @@ def resolve_request(request: RunRequest, runs_dir: Path = RUNS_DIR,
     """A copy of ``request`` with the execution config and an earlier run's settings applied and the
     workflow chosen. Raises InvalidInputError (exit 4) for bad flags or nothing to run."""
     req = dataclasses.replace(request, context=dict(request.context))
+    if req.tags is not None and req.tags and not split_tags(req.tags):
+        raise InvalidInputError("--tags is empty: it names no model (an unset shell variable?)",
+                                hint="give the tags to build and run, or --manifest-file to run a manifest",
+                                example=RUN_EXAMPLE)
+    if req.tags and req.manifest_file is not None:
+        # A manifest runs the models it holds; the tags would be silently ignored.
+        raise InvalidInputError("--tags and --manifest-file do not go together: a manifest runs every model "
+                                "it holds", hint="drop --tags to run the manifest, or --manifest-file to build "
+                                                 "and run the tags", example=RUN_EXAMPLE)
+    if req.timeout > MAX_TIMEOUT:
+        raise InvalidInputError(f"--timeout {req.timeout} is too large (the limit is {MAX_TIMEOUT} s, over 3 years)",
+                                hint="use a number of seconds up to that, or 0 for no limit")
     if req.image_transfer not in (None, *IMAGE_TRANSFERS):
         raise InvalidInputError(f"--image-transfer {req.image_transfer!r} is not registry or copy")
     if req.timeout < MODEL_TIMEOUT:
@@ -106,10 +119,11 @@ def resolve_request(request: RunRequest, runs_dir: Path = RUNS_DIR,
     if req.resume and req.rerun_failed:
         raise InvalidInputError("--resume and --rerun-failed are exclusive")
     if req.run_id:
-        from madengine.ledger import Ledger
+        from madengine.ledger import Ledger, check_run_id
 
-        previous = Ledger(runs_dir, req.run_id).load().run
-        req = request_from_ledger(req, previous.get("args") or {}, previous.get("context") or {})
+        check_run_id(req.run_id, "--resume" if req.resume else "--rerun-failed")
+        loaded = Ledger(runs_dir, req.run_id).load()
+        req = request_from_ledger(req, loaded.args(), loaded.run.get("context") or {})
     req.image_transfer = req.image_transfer or "registry"
     if req.manifest_file is None and not req.tags and default_manifest.is_file():
         req.manifest_file = default_manifest
@@ -188,18 +202,10 @@ def ledger_args(req: RunRequest, root: Path, options: RunOptions) -> dict[str, A
     }
 
 
-_REQUIRED_ARGS = ("manifest_file", "mad_dir", "output", "timeout", "keep_alive", "keep_model_dir", "skip_model_run",
-                  "disable_skip_gpu_arch", "sys_env_details", "data_config", "tools_config")
-
-
 def request_from_ledger(req: RunRequest, args: Mapping[str, Any], context: Mapping[str, Any]) -> RunRequest:
-    """``req`` continuing an earlier run: its recorded settings, the context given now winning over the
-    recorded one, a registry or image transfer given now winning. Raises InvalidInputError when the
-    record lacks a setting (an older or edited ledger)."""
-    missing = [key for key in _REQUIRED_ARGS if key not in args]
-    if missing:
-        raise InvalidInputError(f"The ledger of run {req.run_id} does not record {', '.join(missing)}",
-                                hint="it was written by an older madengine or edited: start a new run instead")
+    """``req`` continuing an earlier run: its recorded settings (``args``, checked by
+    ``LedgerState.args``), the context given now winning over the recorded one, a registry or image
+    transfer given now winning."""
     cluster = args.get("cluster") or None
     resumed = dataclasses.replace(
         req, manifest_file=Path(args["manifest_file"]), mad_dir=Path(args["mad_dir"]), output=Path(args["output"]),

@@ -175,6 +175,14 @@ def invoke(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> in
         # A bare `madengine-cli` shows the help: that is not an error.
         no_args = type(err).__name__ == "NoArgsIsHelpError"
         return int(ExitCode.OK if no_args else ExitCode.INVALID_INPUT)
+    except RecursionError:
+        from madengine.errors import InvalidInputError
+
+        # Input nested deeper than any real file (json, yaml and the context merge all recurse).
+        _report(InvalidInputError("An input file or option is nested too deeply",
+                                  hint="check the JSON/YAML files and the -c context given; "
+                                       "run again with --verbose to see which one"))
+        return int(ExitCode.INVALID_INPUT)
     except (typer.Abort, KeyboardInterrupt):
         from madengine.cli.console import err_console
 

@@ -209,7 +209,7 @@ class _Collector:
             elif kind == "runner_on_unreachable":
                 self._fail_rest(host, "host unreachable")
             elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-                self._fail_rest(host, "host failed: " + _short(str(res.get("msg") or data.get("task") or "")))
+                self._fail_rest(host, "host failed: " + _short(_failure_message(res) or str(data.get("task") or "")))
         return True
 
     def _cell(self, host: str, key: str) -> str:
@@ -250,6 +250,15 @@ class _Collector:
             self.retry.add((host, key))
             return
         self.emit("done", self._cell(host, key), {"rows": run.rows, "log_path": run.log_path})
+
+
+def _failure_message(res: Mapping[str, Any]) -> str:
+    """Why a task failed: for a loop, the first failed item's message (which names the path or model),
+    not Ansible's `One or more items failed`."""
+    for item in res.get("results") or ():
+        if isinstance(item, Mapping) and item.get("failed") and item.get("msg"):
+            return str(item["msg"])
+    return str(res.get("msg") or "")
 
 
 def _lacks_images(facts_result: Mapping[str, Any]) -> bool:

@@ -110,6 +110,8 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InvalidInputError(f"{what} {path} is nested too deeply") from None
     except json.JSONDecodeError as e:
         option = "--" + what.replace(" ", "-")
         raise InvalidInputError(f"{what} {path} is malformed JSON at line {e.lineno}, column {e.colno}: "

@@ -157,3 +157,67 @@ def test_a_50mb_performance_line_is_a_failure_row_not_a_50mb_cell(capsys, mad: M
     assert rows[huge]["status"] == "FAILURE" and rows[huge]["reason"] == "performance line longer than 64 KiB"
     assert rows[fine]["status"] == "SUCCESS"
     assert cli(capsys, "report", "perf.csv").code == 0
+
+
+# ---------------------------------------------------------------------------------- item 9: disk full
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_while_writing_a_log_is_that_models_failure_row(capsys, mad: Mad, small_disk: Path) -> None:
+    filler = mad.add("filler", "head -c 3000000 /dev/zero | tr '\\0' y\necho\n" + PERF)
+    after = mad.add("after", PERF)
+    build(capsys, mad)
+    perf = small_disk / "perf.csv"
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json", "-o", str(perf))
+    assert res.code == 3, res.text
+    assert "Traceback" not in res.text and "Unexpected error" not in res.text, res.text
+    rows = by_model(perf_rows(perf))
+    assert rows[filler]["status"] == "FAILURE", rows[filler]
+    assert rows[filler]["reason"].startswith("disk full: "), rows[filler]["reason"]
+    assert str(small_disk) in rows[filler]["reason"]
+    assert rows[after]["status"] == "SUCCESS"  # the run went on to the next model
+
+
+def test_a_disk_too_full_for_the_row_stops_the_run_clearly(capsys, mad: Mad, small_disk: Path) -> None:
+    """The model fills the disk from inside its run directory (kept): no room even for perf.csv. The run
+    stops with a message naming perf.csv and the way back (`--resume`); the next model does not run."""
+    (mad.root / "evidence").mkdir()
+    first = mad.add("first", "head -c 2000000 /dev/zero > fill 2>/dev/null\n" + PERF)
+    mad.add("second", f"touch {EVIDENCE}/second\n" + PERF)
+    build(capsys, mad)
+    perf = small_disk / "perf.csv"
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json", "-o", str(perf), "--keep-model-dir")
+    assert res.code == 3, res.text
+    assert "Traceback" not in res.text and "Unexpected error" not in res.text, res.text
+    assert f"Cannot write {perf}: No space left on device" in res.text and "--resume" in res.text, res.text
+    assert not (mad.root / "evidence" / "second").exists()
+    run_id = only_run_id(mad)
+    assert ledger_attempts(mad, run_id) == []  # nothing ledgered as done: --resume runs both
+    assert first
+
+
+# ------------------------------------------------------------------------------ item 12: small ones
+def test_models_whose_names_look_alike_keep_their_own_logs(capsys, mad: Mad) -> None:
+    names = {f"{mad.uid}_a/b": "11", f"{mad.uid}_a_b": "12", f"{mad.uid}_модель": "13", f"{mad.uid}_模型": "14"}
+    for index, (name, perf) in enumerate(names.items()):
+        mad.write(f"scripts/s{index}/run.sh", f'#!/bin/bash\necho "performance: {perf} items_per_second"\n')
+        mad.models.append({"name": name, "tags": [mad.uid], "dockerfile": "docker/base",
+                           "scripts": f"scripts/s{index}/run.sh", "n_gpus": "1", "args": ""})
+    mad.save()
+    build(capsys, mad)
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json")
+    assert res.code == 0, res.text
+    assert {row["model"]: row["performance"] for row in perf_rows(mad.root / "perf.csv")} == names
+    logs = sorted(mad.root.glob("*.run.live.log"))
+    assert len(logs) == len(names), logs
+    assert sorted(next(line for line in log.read_text().splitlines() if line.startswith("performance:"))
+                  for log in logs) == sorted(f"performance: {perf} items_per_second" for perf in names.values())

@@ -353,7 +353,7 @@ def test_bad_manifest_is_exit_4_and_never_builds(capsys, mad, docker_client, con
     mad.add("ok", OK)
     if content is not None:
         mad.write("m.json", content)
-    res = cli(capsys, "run", "--manifest-file", "m.json", "--tags", mad.uid)
+    res = cli(capsys, "run", "--manifest-file", "m.json")  # (with --tags too: refused, exit 4)
     assert res.code == 4, res.text
     assert needle in res.text
     assert mad_images(docker_client, mad) == []

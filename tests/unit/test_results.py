@@ -129,7 +129,7 @@ def test_new_extra_columns_rewrite_and_keep_old_data(tmp_path: Path) -> None:
         ("m3", "30", "", "8"),
     ]
     assert all(r["performance"] == "1.5" and r["host"] == "node1" for r in rows)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["perf.csv", "perf.csv.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perf.csv"]  # no temp file, no lock file left
 
 
 def test_missing_trailing_newline_is_repaired(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
                 assert r[f"extra_w{w}_{i}"] == f"x{w}.{i}"
     extras = [c for c in header if c.startswith("extra_w")]
     assert len(extras) == len([1 for w in range(workers) if w % 2 == 0]) * len(range(0, count, 6))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["perf.csv", "perf.csv.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perf.csv"]  # no temp file, no lock file left
 
 
 def test_lock_timeout_error(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from madengine.run_settings import (
     RunRequest,
     cluster_options,
     ledger_args,
-    request_from_ledger,
     resolve_request,
     run_options,
 )
@@ -86,12 +85,20 @@ def test_the_ledger_args_round_trip(tmp_path: Path, monkeypatch) -> None:
     assert ledger_args(again, again.mad_dir, resumed) == options.ledger_meta["args"]
 
 
-def test_a_ledger_without_its_args_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError) as caught:
-        request_from_ledger(RunRequest(resume="r1"), {"manifest_file": "m.json"}, {})
-    assert "does not record mad_dir" in str(caught.value)
+def test_a_ledger_without_its_args_or_a_bad_run_id_is_a_clear_error(tmp_path: Path) -> None:
     Ledger(tmp_path, "r2").start({"cells": []})
-    invalid(RunRequest(resume="r2"), tmp_path, "run r2 does not record manifest_file")
+    invalid(RunRequest(resume="r2"), tmp_path, "the run record has no args")
+    Ledger(tmp_path, "r3").start({"cells": [], "args": {"manifest_file": "m.json"}})
+    invalid(RunRequest(resume="r3"), tmp_path, "args.mad_dir")
+    invalid(RunRequest(resume="../../x"), tmp_path, "is not a run ID")
+    invalid(RunRequest(rerun_failed="a/b"), tmp_path, "--rerun-failed 'a/b'")
+
+
+def test_tags_that_name_nothing_or_beside_a_manifest_are_exit_4(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    invalid(RunRequest(tags=[""]), tmp_path, "--tags is empty")
+    invalid(RunRequest(tags=["a"], manifest_file=Path("m.json")), tmp_path, "do not go together")
+    invalid(RunRequest(tags=["a"], timeout=10**9), tmp_path, "too large")
 
 
 def test_run_options_take_the_manifest_configs_unless_given(tmp_path: Path, monkeypatch) -> None:

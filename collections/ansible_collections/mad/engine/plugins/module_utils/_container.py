@@ -10,6 +10,7 @@ becomes a row. Standard library only: this runs on target hosts too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,8 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import (
 )
 from ansible_collections.mad.engine.plugins.module_utils._secrets import LineMasker, mask_text, secret_values
 
+#: A write failed because the file system is full (or the user's quota is).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # How often the waiting thread looks up from `POST /wait` (to notice a failed on_line callback).
 WAIT_SLICE = 1.0
 # After a kill on timeout: how long to wait for the container to actually stop.
@@ -231,7 +234,8 @@ class _LogPump(threading.Thread):
             self._log.write(data)
             self._log.flush()
         except (OSError, ValueError) as e:  # ValueError: the file was closed under us
-            self.error = f"writing the container log failed: {e}"
+            full = getattr(e, "errno", None) in DISK_FULL_ERRNOS
+            self.error = f"{'disk full: ' if full else ''}writing the container log failed: {e}"
 
     def _split(self, stream_name: str, data: bytes) -> list[str]:
         splitter = self._splitters.get(stream_name)

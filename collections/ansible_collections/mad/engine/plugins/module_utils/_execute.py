@@ -10,7 +10,9 @@ the log path and its tail. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
-from ansible_collections.mad.engine.plugins.module_utils._container import run_container
+from ansible_collections.mad.engine.plugins.module_utils._container import DISK_FULL_ERRNOS, run_container
 from ansible_collections.mad.engine.plugins.module_utils._data import resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._paths import (
@@ -52,12 +54,22 @@ from ansible_collections.mad.engine.plugins.module_utils._sysenv import snapshot
 from ansible_collections.mad.engine.plugins.module_utils._tools import resolve_tools
 
 LOG_TAIL_LINES = 20
+#: What is kept of a run log that filled the disk.
+LOG_KEEP_ON_FULL = 64 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe_name(name: str) -> str:
     """A model name usable in file and container names (`dummy2/dummy_2` → `dummy2_dummy_2`)."""
     return _UNSAFE.sub("_", name.replace("/", "_")).strip("_.-") or "model"
+
+
+def file_stem(name: str) -> str:
+    """The part of a model's file names (log, run directory, snapshots) that is unique per model name: the
+    name itself when it is safe, else its safe form and a hash of the name (`a/b` → `a_b-1b2c3d4e`,
+    never the `a_b` of the model `a_b`; non-Latin names do not all become `model`)."""
+    safe = safe_name(name)
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def dockerfile_stem(docker_file: str) -> str:
@@ -67,7 +79,7 @@ def dockerfile_stem(docker_file: str) -> str:
 
 
 def log_path(output_dir: str, model_name: str, docker_file: str) -> str:
-    return os.path.join(output_dir, f"{safe_name(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
+    return os.path.join(output_dir, f"{file_stem(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
 
 
 def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -> dict:
@@ -211,7 +223,6 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     mad_dir = request["mad_dir"]
     output_dir = request["output_dir"]
     run_id = request.get("run_id", "")
-    os.makedirs(output_dir, exist_ok=True)
     docker_file = str(info.get("docker_file") or model.get("dockerfile") or "")
     started = datetime.now(timezone.utc)
     row_kw: dict[str, Any] = {
@@ -225,6 +236,12 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     log = log_path(output_dir, model["name"], docker_file)
     result: dict[str, Any] = {"rows": [], "log_path": log, "log_tail": [], "container": "", "kept": False,
                               "exec_line": "", "infra_error": False}
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        result["rows"] = [failure_row(model, os_reason(e, f"creating the output directory {output_dir}"),
+                                      **row_kw)]
+        return result
 
     skip = should_skip(model, facts, bool(options.get("disable_skip_gpu_arch")))
     if skip:
@@ -248,8 +265,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         return result
 
     timeout = run_timeout(model, context, options.get("timeout"))
-    name = f"madengine-{safe_name(model['name'])}-{run_id or int(time.time())}".lower()[:120]
-    run_dir = os.path.join(output_dir, f"{safe_name(model['name'])}.{run_id or 'run'}.run_directory")
+    name = f"madengine-{file_stem(model['name'])}-{run_id or int(time.time())}".lower()[:120]
+    run_dir = os.path.join(output_dir, f"{file_stem(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
     try:
         folder = script_location(model)[0]
@@ -261,7 +278,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
                               request.get("cred_env") or {}, data_plan, run_id=run_id)
     except (ValueError, OSError, subprocess.SubprocessError) as e:
         shutil.rmtree(run_dir, ignore_errors=True)
-        result["rows"] = [failure_row(model, str(e), **row_kw)]
+        reason = os_reason(e, f"copying the scripts to {run_dir}") if isinstance(e, OSError) else str(e)
+        result["rows"] = [failure_row(model, reason, **row_kw)]
         return result
 
     # Docker creates the bind mountpoint `run_directory` inside the MAD root and it is left there:
@@ -280,6 +298,12 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
             scanned = _ScannedLog(handle)
             outcome = run_container(engine, body, name, scanned, timeout, on_line, keep_alive,
                                     exit_probe=_probe_rc(run_dir) if keep_alive else None)
+    except OSError as e:  # the log cannot be opened, written or closed: a full disk, most likely
+        if not (keep_alive or options.get("keep_model_dir")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        _cut_log(log)
+        result["rows"] = [failure_row(model, os_reason(e, f"writing the log {log}"), **row_kw)]
+        return result
     except BaseException:
         # Ctrl-C (run_container has removed the container already) or the log cannot be opened.
         if not (keep_alive or options.get("keep_model_dir")):
@@ -289,7 +313,11 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     row_kw["test_duration"] = round(outcome.duration, 3)
     if outcome.kept:
         result["exec_line"] = f"docker exec -it {name} bash"
-    if outcome.error:
+    if outcome.error and outcome.error.startswith("disk full: "):
+        _cut_log(log)
+        result["rows"] = [failure_row(model, f"disk full: writing the log {log}: {os.strerror(errno.ENOSPC)}",
+                                      **row_kw)]
+    elif outcome.error:
         result["infra_error"] = outcome.exit_code is None
         result["rows"] = [failure_row(model, outcome.error, **row_kw)]
     else:
@@ -301,11 +329,33 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     if data_problem:
         result["rows"] = [with_reason(row, data_problem) for row in result["rows"]]
     if options.get("sys_env_details", True):
-        _write_sysenv(engine, os.path.join(output_dir, f"{safe_name(model['name'])}.sysenv.json"))
+        # A snapshot beside the log, not the result: a full disk shows in the row already.
+        with contextlib.suppress(OSError):
+            _write_sysenv(engine, os.path.join(output_dir, f"{file_stem(model['name'])}.sysenv.json"))
     if not (options.get("keep_model_dir") or outcome.kept):
         shutil.rmtree(run_dir, ignore_errors=True)
     result["log_tail"] = _tail(log)
     return result
+
+
+def os_reason(exc: OSError, doing: str) -> str:
+    """A row's reason for a failed file operation: `disk full: <doing>: <why>` when the disk (or the
+    quota) is full, else the error as it is."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        return f"disk full: {doing}: {os.strerror(exc.errno)}"
+    if "[Errno 28]" in str(exc):  # shutil.Error collects the errors of a copy without an errno
+        return f"disk full: {doing}: {os.strerror(errno.ENOSPC)}"
+    return str(exc)
+
+
+def _cut_log(path: str) -> None:
+    """A log the disk had no room for: keep its first LOG_KEEP_ON_FULL bytes and say so, freeing the space
+    the row and the next models need (the rest of the log was incomplete anyway)."""
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) > LOG_KEEP_ON_FULL:
+            os.truncate(path, LOG_KEEP_ON_FULL)
+        with open(path, "ab") as handle:
+            handle.write(b"\n[madengine: the log was cut here: the disk is full]\n")
 
 
 class _ScannedLog:
@@ -352,7 +402,12 @@ def _write_sysenv(engine: EngineClient, path: str) -> None:
         version = {}
     # Write and rename: a concurrent run of the same model never leaves half a file.
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(snapshot(version), handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(snapshot(version), handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not leave half a snapshot behind
+        raise

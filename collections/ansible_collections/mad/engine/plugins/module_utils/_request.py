@@ -20,9 +20,9 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     execute_model,
+    file_stem,
     preflight,
     prepare_context,
-    safe_name,
 )
 from ansible_collections.mad.engine.plugins.module_utils._facts import HostInfo, detect_host, gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
@@ -276,7 +276,7 @@ def write_rows(path: str, rows: list[dict[str, str]]) -> None:
 
 
 def rows_path(output_dir: str, model_name: str) -> str:
-    return os.path.join(output_dir, f"{safe_name(model_name)}.rows.json")
+    return os.path.join(output_dir, f"{file_stem(model_name)}.rows.json")
 
 
 def run_request(request: Mapping[str, Any], cred_env: Mapping[str, str] | None = None,

@@ -174,6 +174,10 @@ def multiple_results_path(model: dict, run_dir: str) -> str | None:
     return os.path.join(run_dir, str(name)) if name else None
 
 
+#: The longest run timeout in seconds (over 3 years); the CLI refuses a larger --timeout.
+MAX_TIMEOUT = 100_000_000
+
+
 def run_timeout(model: dict, context: dict | None = None, override: int | str | None = None,
                 default: int = DEFAULT_TIMEOUT) -> int | None:
     """Seconds the run may take: ``override`` (``--timeout``), else the context's ``timeout``, else the
@@ -186,7 +190,8 @@ def run_timeout(model: dict, context: dict | None = None, override: int | str | 
         if value is None or value == "":
             continue
         seconds = int(value)
-        return seconds if seconds > 0 else None
+        # Clamped: Ansible refuses task timeouts this large, and no run needs more than 3 years.
+        return min(seconds, MAX_TIMEOUT) if seconds > 0 else None
     return None
 
 

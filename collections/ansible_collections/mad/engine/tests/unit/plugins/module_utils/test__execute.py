@@ -36,7 +36,10 @@ def test_dockerfile_stem_and_log_path():
     assert dockerfile_stem("docker/dummy.ubuntu.Dockerfile") == "dummy.ubuntu"
     assert dockerfile_stem("docker/Dockerfile") == "Dockerfile"
     assert dockerfile_stem("") == "image"
-    assert log_path("/r", "dummy2/dummy_2", "docker/dummy.Dockerfile") == "/r/dummy2_dummy_2_dummy.run.live.log"
+    assert log_path("/r", "dummy2_dummy_2", "docker/dummy.Dockerfile") == "/r/dummy2_dummy_2_dummy.run.live.log"
+    # A name that is not file-safe gets a hash of itself: it never shares the log of `dummy2_dummy_2`.
+    assert log_path("/r", "dummy2/dummy_2", "docker/dummy.Dockerfile") == (
+        "/r/dummy2_dummy_2-fc95d483_dummy.run.live.log")
 
 
 def test_preflight(tmp_path):

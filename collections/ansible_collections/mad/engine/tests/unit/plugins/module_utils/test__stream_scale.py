@@ -133,3 +133,20 @@ def test_a_metric_too_long_for_a_row_is_a_problem_not_a_value() -> None:
     assert scanner.result() == (None, None, f"performance line longer than {SCAN_LINE_BYTES // 1024} KiB")
     scanner.feed(b"\nperformance: 6 ok\n")  # a later good line wins, as the last line always does
     assert scanner.result() == (6.0, "ok", "")
+
+
+@pytest.mark.parametrize("at", [MAX_LINE_BYTES - 5, 64 * 1024 - 3, 150_000])
+def test_a_secret_in_a_huge_line_is_masked_in_the_log_and_the_cut_live_line(tmp_path, at: int) -> None:
+    secret = b"hunter2-s3cr3t-value"
+    line = b"y" * at + secret + b"z" * (300_000 - at) + b"\n"
+    frames = [("stdout", line[i:i + 7000]) for i in range(0, len(line), 7000)]  # the secret split over reads
+    engine = FakeEngine(frames)
+    body = dict(BODY, Env=["DB_PASSWORD=" + secret.decode()])
+    lines: list[str] = []
+    with open(tmp_path / "log", "wb") as handle:
+        outcome = run_container(engine, body, "n1", _ScannedLog(handle), timeout=10,  # type: ignore[arg-type]
+                                on_line=lines.append)
+    assert outcome.exit_code == 0
+    log = (tmp_path / "log").read_bytes()
+    assert secret not in log and b"******" in log and len(log) == len(line) - len(secret) + 6
+    assert len(lines) == 1 and secret.decode()[:6] not in lines[0]
