@@ -133,3 +133,19 @@ def test_sync_action_refuses_a_path_outside_src_before_sending(tmp_path, outside
     done = sync("scripts/a")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (dest / "scripts" / "a" / "run.sh").read_text() == "echo a\n"
+
+
+def test_a_log_replaced_by_a_symlink_is_neither_read_nor_truncated(capsys, mad, outside) -> None:
+    """The run logs go beside perf.csv, here the MAD root the container can write: a model swaps its own
+    log for a link to a host file. The host must not parse that file as the model's output, and the next
+    run must not truncate it."""
+    target = outside / "victim.conf"
+    target.write_text(f"performance: 1 {SECRET}\nkeep me\n")
+    mad.add("logln", f'ln -sf {target} "/myworkspace/${{MAD_MODEL_NAME}}_base.run.live.log"\n')
+    for _ in range(2):
+        res = cli(capsys, "run", "--tags", mad.uid)
+        assert res.code == 3, res.text
+        assert SECRET not in res.text
+        assert target.read_text() == f"performance: 1 {SECRET}\nkeep me\n"
+    assert {row["reason"] for row in perf_rows()} == {"no performance line"}
+    assert_secret_nowhere(mad.root)

@@ -181,9 +181,23 @@ def preflight_context(context: dict, mad_dir: str) -> list[str]:
     return problems
 
 
+def _read_log(path: str) -> BinaryIO:
+    """The run log for reading. It lies beside perf.csv, often in the MAD root the container can write:
+    a symlink a model put in its place is not followed (OSError)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
+
+
+def _append_log(path: str) -> BinaryIO:
+    """The run log opened for appending (created if needed); a symlink a model put in its place is
+    removed first, never followed (the next run would truncate the file it points to)."""
+    if os.path.islink(path):
+        os.unlink(path)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644), "ab")
+
+
 def _tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
-        with open(path, "rb") as handle:
+        with _read_log(path) as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
@@ -381,14 +395,14 @@ def _open_log(path: str, run_id: str) -> tuple[str, BinaryIO]:
     When another run is writing the same log at this moment (the same model into the same output
     directory), that log is left alone and this run writes `<name>.<run_id>.run.live.log` instead.
     """
-    handle = open(path, "ab")  # noqa: SIM115 - returned; "ab" truncates nothing before the lock is ours
+    handle = _append_log(path)  # returned; appending truncates nothing before the lock is ours
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         stem = path[: -len(".run.live.log")] if path.endswith(".run.live.log") else path
         path = f"{stem}.{safe_name(run_id) if run_id else os.getpid()}.run.live.log"
-        handle = open(path, "ab")  # noqa: SIM115
+        handle = _append_log(path)
     except OSError:
         pass  # a file system without locks: write the log as before
     handle.truncate(0)
@@ -402,8 +416,11 @@ def _write_sysenv(engine: EngineClient, path: str) -> None:
         version = {}
     # Write and rename: a concurrent run of the same model never leaves half a file.
     tmp = f"{path}.tmp{os.getpid()}"
+    if os.path.islink(tmp):  # the output dir may be the writable MAD root: never write through a link
+        os.unlink(tmp)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644), "w",
+                       encoding="utf-8") as handle:
             json.dump(snapshot(version), handle, indent=2)
             handle.write("\n")
         os.replace(tmp, path)

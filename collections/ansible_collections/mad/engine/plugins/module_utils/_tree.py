@@ -92,7 +92,10 @@ def unpack(src, dest, remove=True):
     """Extract the tarball SRC (``-``: standard input) into DEST (created if needed), then remove SRC
     unless told not to.
 
-    Members may not leave DEST (absolute paths or ``..`` are refused). ``~`` is expanded.
+    Members may not leave DEST (absolute paths or ``..`` are refused). A symlink found in DEST where a
+    member (or a folder on its way) goes is removed first: the tarball says what is there, and a model
+    that planted the link (DEST may be bind-mounted into its container) cannot redirect the extraction
+    or block every later sync. ``~`` is expanded.
     Returns {"files": N}.
     """
     dest = os.path.expanduser(dest)
@@ -103,6 +106,12 @@ def unpack(src, dest, remove=True):
     with source, tarfile.open(fileobj=source) as tar:
         members = tar.getmembers()
         for member in members:
+            parts = [part for part in member.name.split("/") if part not in ("", ".")]
+            if ".." not in parts and not member.name.startswith("/"):
+                for index in range(1, len(parts) + 1):
+                    here = os.path.join(base, *parts[:index])
+                    if os.path.islink(here):
+                        os.unlink(here)
             target = os.path.realpath(os.path.join(base, member.name))
             if target != base and not target.startswith(base + os.sep):
                 raise ValueError(f"refusing to extract {member.name} outside {dest}")

@@ -59,6 +59,28 @@ def test_unpack_refuses_members_outside_dest(tmp_path: Path) -> None:
     assert not (tmp_path / "escaped").exists()
 
 
+def test_unpack_replaces_symlinks_a_model_planted_in_dest(tmp_path: Path) -> None:
+    """The host's MAD copy is bind-mounted writable into containers: a model swaps a synced file and a
+    synced folder for links out. The next sync puts the real ones back, writing nothing outside."""
+    _tree_at(tmp_path / "src")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shadow").write_text("SECRET\n")
+    dest = tmp_path / "dest"
+    _tree.pack(str(tmp_path / "1.tgz"), str(tmp_path / "src"), ["scripts"])
+    _tree.unpack(str(tmp_path / "1.tgz"), str(dest))
+    (dest / "scripts" / "dummy" / "run.sh").unlink()
+    os.symlink(outside / "shadow", dest / "scripts" / "dummy" / "run.sh")
+    os.rename(dest / "scripts" / "common", tmp_path / "old-common")
+    os.symlink(outside, dest / "scripts" / "common")
+    _tree.pack(str(tmp_path / "2.tgz"), str(tmp_path / "src"), ["scripts"])
+    assert _tree.unpack(str(tmp_path / "2.tgz"), str(dest)) == {"files": 2}
+    assert not (dest / "scripts" / "dummy" / "run.sh").is_symlink()
+    assert (dest / "scripts" / "dummy" / "run.sh").read_text() == "echo hi\n"
+    assert not (dest / "scripts" / "common").is_symlink() and (dest / "scripts" / "common" / "tools.json").is_file()
+    assert sorted(p.name for p in outside.iterdir()) == ["shadow"] and (outside / "shadow").read_text() == "SECRET\n"
+
+
 def test_source_runs_standalone_as_the_host_runs_it(tmp_path: Path) -> None:
     _tree_at(tmp_path / "src")
     code = inspect.getsource(_tree)
