@@ -23,6 +23,7 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import EngineCl
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     _open_log,
     execute_model,
+    file_stems,
     log_path,
     preflight_context,
     preflight_model,
@@ -177,6 +178,7 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
     models = [entry.model.to_dict() for entry in manifest.entries()]
     for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
         logger.warning("%s: the models using it run without it", problem)
+    stems = file_stems(model["name"] for model in models)
     requests = []
     for entry, model in zip(manifest.entries(), models, strict=True):
         # A bad card is that card's FAILURE row; the other cards run.
@@ -202,6 +204,7 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
                         "force_mirror_local": options.force_mirror_local},
             "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
             "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
+            "file_stem": stems[model["name"]],
             **({"error": "; ".join(problems)} if problems else {}),
         }))
     return requests
@@ -253,7 +256,8 @@ def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any]
         log = ""
         with contextlib.suppress(OSError):
             Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
-            log, handle = _open_log(log_path(request["output_dir"], name, entry.image.dockerfile), request["run_id"])
+            log, handle = _open_log(log_path(request["output_dir"], name, entry.image.dockerfile,
+                                             request.get("file_stem", "")), request["run_id"])
             with handle:
                 handle.write(f"$ docker pull {request['image']}\n{reason}: {e}\n".encode())
         # A wrong digest or refused credentials will not fix themselves: not worth a retry.

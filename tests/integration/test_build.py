@@ -160,7 +160,7 @@ def test_root_dir_and_dynamic_models_with_params(capsys, tmp_path, made, docker_
         "def list_models(params):\n"
         "    bs = params.get('bs', '1')\n"
         f"    return [CustomModel(name='{u}_dyn', tags=['t'], dockerfile='../../docker/c', scripts='run.sh',\n"
-        "                        dockercontext='../../docker/c_ctx', args=f'--bs {bs}')]\n")
+        "                        dockercontext='docker/c_ctx', args=f'--bs {bs}')]\n")
     out = tmp_path / "out"
     code, stdout, stderr = build_cli(capsys, mad, out, "--tags", made.model("root"), "--tags", f"{d}:dm",
                                      "--tags", f"dy:{u}_dyn:bs=4", "--summary-output", str(out / "s.json"))

@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
@@ -64,12 +64,26 @@ def safe_name(name: str) -> str:
     return _UNSAFE.sub("_", name.replace("/", "_")).strip("_.-") or "model"
 
 
-def file_stem(name: str) -> str:
-    """The part of a model's file names (log, run directory, snapshots) that is unique per model name: the
-    name itself when it is safe, else its safe form and a hash of the name (`a/b` → `a_b-1b2c3d4e`,
-    never the `a_b` of the model `a_b`; non-Latin names do not all become `model`)."""
+def file_stem(name: str, others: Iterable[str] = ()) -> str:
+    """The part of a model's file names (log, run directory, snapshots, rows file).
+
+    Upstream's ``<name, / -> _>`` (ROCm's madengine and the tests written for it read
+    ``vllm_pyt_vllm_x_<dockerfile>.run.live.log`` for the card ``vllm/pyt_vllm_x``) whenever that is
+    unique; a hash of the name is added when other characters had to be replaced (non-Latin names do
+    not all become ``model``) or when a card of another folder has the same form among ``others``, the
+    run's other model names (``a/b`` beside the root card ``a_b``: ``a_b-1b2c3d4e``, and ``a_b`` stays)."""
+    upstream = name.replace("/", "_")
     safe = safe_name(name)
-    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+    clash = "/" in name and any(other != name and other.replace("/", "_") == upstream for other in others)
+    if safe == upstream and not clash:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def file_stems(names: Iterable[str]) -> dict[str, str]:
+    """:func:`file_stem` of each of a run's model names, each unique among them."""
+    names = list(dict.fromkeys(names))
+    return {name: file_stem(name, names) for name in names}
 
 
 def dockerfile_stem(docker_file: str) -> str:
@@ -78,8 +92,9 @@ def dockerfile_stem(docker_file: str) -> str:
     return base[: -len(".Dockerfile")] if base.endswith(".Dockerfile") else (base or "image")
 
 
-def log_path(output_dir: str, model_name: str, docker_file: str) -> str:
-    return os.path.join(output_dir, f"{file_stem(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
+def log_path(output_dir: str, model_name: str, docker_file: str, stem: str = "") -> str:
+    """A model's run log (``stem``: its :func:`file_stem` among the run's models, if the planner gave one)."""
+    return os.path.join(output_dir, f"{stem or file_stem(model_name)}_{dockerfile_stem(docker_file)}.run.live.log")
 
 
 def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -> dict:
@@ -247,7 +262,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         "machine_name": request.get("machine_name") or socket.gethostname(),
         "started_at": started.isoformat(timespec="seconds"), "args": effective_args(model, context),
     }
-    log = log_path(output_dir, model["name"], docker_file)
+    stem = str(request.get("file_stem") or file_stem(model["name"]))
+    log = log_path(output_dir, model["name"], docker_file, stem)
     result: dict[str, Any] = {"rows": [], "log_path": log, "log_tail": [], "container": "", "kept": False,
                               "exec_line": "", "infra_error": False}
     try:
@@ -279,8 +295,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         return result
 
     timeout = run_timeout(model, context, options.get("timeout"))
-    name = f"madengine-{file_stem(model['name'])}-{run_id or int(time.time())}".lower()[:120]
-    run_dir = os.path.join(output_dir, f"{file_stem(model['name'])}.{run_id or 'run'}.run_directory")
+    name = f"madengine-{stem}-{run_id or int(time.time())}".lower()[:120]
+    run_dir = os.path.join(output_dir, f"{stem}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
     try:
         folder = script_location(model)[0]
@@ -345,7 +361,7 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     if options.get("sys_env_details", True):
         # A snapshot beside the log, not the result: a full disk shows in the row already.
         with contextlib.suppress(OSError):
-            _write_sysenv(engine, os.path.join(output_dir, f"{file_stem(model['name'])}.sysenv.json"))
+            _write_sysenv(engine, os.path.join(output_dir, f"{stem}.sysenv.json"))
     if not (options.get("keep_model_dir") or outcome.kept):
         shutil.rmtree(run_dir, ignore_errors=True)
     result["log_tail"] = _tail(log)

@@ -21,6 +21,7 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import EngineCl
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     execute_model,
     file_stem,
+    file_stems,
     preflight,
     prepare_context,
 )
@@ -151,6 +152,7 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
     base = {"context": run_ctx, "options": opts, "tools_config": dict(tools_config or {}),
             "tools_config_name": tools_config_name, "data_config": dict(data_config or {}),
             "mad_dir": host_mad, "output_dir": output_dir, "run_id": run_id, "host": host}
+    stems = file_stems(str((r or {}).get("name") or k) for k, r in built_models.items() if isinstance(r, Mapping))
     for key in keys:
         record = built_models.get(key)
         found = _image_entry(manifest, record, key) if isinstance(record, Mapping) else None
@@ -195,7 +197,8 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
         models.append({
             "key": key, "name": str(model.get("name") or key), "image": ref, "cred": str(model.get("cred") or ""),
             "task_timeout": int(seconds) + int(step_timeout) if seconds else 0,
-            "request": dict(base, key=key, model=model, image=ref, image_info={
+            "request": dict(base, key=key, model=model, image=ref,
+                            file_stem=stems.get(str(model.get("name") or key), ""), image_info={
                 "docker_file": str(image.get("dockerfile") or ""), "base_docker": str(image.get("base_docker") or ""),
                 "docker_sha": str(image.get("docker_sha") or ""), "image_digest": str(image.get("image_digest") or ""),
                 "build_duration": image.get("build_duration", "")}),
@@ -275,8 +278,8 @@ def write_rows(path: str, rows: list[dict[str, str]]) -> None:
     os.replace(tmp, path)
 
 
-def rows_path(output_dir: str, model_name: str) -> str:
-    return os.path.join(output_dir, f"{file_stem(model_name)}.rows.json")
+def rows_path(output_dir: str, model_name: str, stem: str = "") -> str:
+    return os.path.join(output_dir, f"{stem or file_stem(model_name)}.rows.json")
 
 
 def run_request(request: Mapping[str, Any], cred_env: Mapping[str, str] | None = None,
@@ -314,7 +317,7 @@ def run_request(request: Mapping[str, Any], cred_env: Mapping[str, str] | None =
     result = dict(result, model=name, key=str(request.get("key") or ""), rows_path="",
                   changed=bool(result.get("container")) and not result.get("infra_error"))
     if request.get("output_dir"):
-        result["rows_path"] = rows_path(str(request["output_dir"]), name)
+        result["rows_path"] = rows_path(str(request["output_dir"]), name, str(request.get("file_stem") or ""))
         write_rows(result["rows_path"], result["rows"])
     statuses = sorted({row.get("status", "") for row in result["rows"]})
     reasons = sorted({row.get("reason", "") for row in result["rows"] if row.get("reason")})

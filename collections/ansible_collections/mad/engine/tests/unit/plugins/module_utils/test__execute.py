@@ -37,8 +37,9 @@ def test_dockerfile_stem_and_log_path():
     assert dockerfile_stem("docker/Dockerfile") == "Dockerfile"
     assert dockerfile_stem("") == "image"
     assert log_path("/r", "dummy2_dummy_2", "docker/dummy.Dockerfile") == "/r/dummy2_dummy_2_dummy.run.live.log"
-    # A name that is not file-safe gets a hash of itself: it never shares the log of `dummy2_dummy_2`.
-    assert log_path("/r", "dummy2/dummy_2", "docker/dummy.Dockerfile") == (
+    # Upstream's name for a dir-scoped card; beside a root card `dummy2_dummy_2` it gets a hash of itself.
+    assert log_path("/r", "dummy2/dummy_2", "docker/dummy.Dockerfile") == "/r/dummy2_dummy_2_dummy.run.live.log"
+    assert log_path("/r", "dummy2/dummy_2", "docker/dummy.Dockerfile", "dummy2_dummy_2-fc95d483") == (
         "/r/dummy2_dummy_2-fc95d483_dummy.run.live.log")
 
 
