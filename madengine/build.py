@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, is_secret_name, mask_secrets
+
 from madengine import __version__
 from madengine.atomic import write_json_atomic
-from madengine.context import MASK, is_secret_key, mask_secrets
 from madengine.credentials import (
     CredentialError,
     Credentials,
@@ -74,6 +76,9 @@ class BuildOptions:
     summary_output: Path | None = None
     ignore_deprecated: bool = False
     jobs: int = 1
+    #: Context keys filled from this host's detection (the full workflow of ``run``): they choose the
+    #: Dockerfiles here but stay out of the manifest, so every run host detects its own GPUs.
+    detected_keys: frozenset[str] = frozenset()
     #: Run-time flags given at build time, stored as the manifest's ``run_options`` (see run_options()).
     run_options: dict[str, Any] = field(default_factory=dict)
     #: Overrides ``<mad_dir>/credential.json`` (tests, or a shared credentials file).
@@ -210,7 +215,7 @@ def model_build_args(model: Model, context: Mapping[str, Any],
     of the model's ``cred`` entry (raises CredentialError when it is missing).
     """
     args: dict[str, str] = {str(k): str(v) for k, v in (context.get("docker_build_arg") or {}).items()}
-    secret = {k for k in args if is_secret_key(k)}
+    secret = {k for k in args if is_secret_name(k)}
     env_args = credentials.secret_env_build_args()
     args.update(env_args)
     secret |= set(env_args)
@@ -219,6 +224,22 @@ def model_build_args(model: Model, context: Mapping[str, Any],
         args.update(cred_args)
         secret |= set(cred_args)
     return args, frozenset(secret)
+
+
+DEFAULT_DOCKER_CONTEXT = "docker"
+
+
+def build_context(mad_dir: Path, model: Model, dockerfile: Path) -> Path:
+    """The build context folder: the card's ``dockercontext`` (relative to the MAD root), else ``./docker``.
+
+    ROCm's madengine defaults to ``./docker`` of the MAD root; a package without that folder builds
+    in the Dockerfile's own folder.
+    """
+    if model.dockercontext:
+        context_dir = Path(model.dockercontext)
+        return (context_dir if context_dir.is_absolute() else mad_dir / context_dir).resolve()
+    default = mad_dir / DEFAULT_DOCKER_CONTEXT
+    return default.resolve() if default.is_dir() else dockerfile.parent
 
 
 def plan_builds(models: list[Model], options: BuildOptions, credentials: Credentials) -> BuildPlan:
@@ -255,6 +276,13 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
                 f"no Dockerfile of {selection.pattern} matches the context {json.dumps(ctx)}; "
                 f"candidates:\n{selection.describe()}"))
             continue
+        # The Dockerfile and the build context come from the package only (issue 16: hostile cards).
+        problems = card_problems(model.to_dict(), str(mad_dir), ("dockerfile", "dockercontext"))
+        problems += [f"model {model.name}: dockerfile {c.path.name}: {exc}" for c in selection.selected
+                     for exc in _outside(mad_dir, c.path)]
+        if problems:
+            plan.failures.append(ModelFailure(model.name, model.dockerfile, "; ".join(problems)))
+            continue
         log.debug("%s: %s selects %s of %s", model.name, selection.pattern,
                   [c.path.name for c in selection.selected], [c.path.name for c in selection.candidates])
         try:
@@ -264,11 +292,7 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
             continue
         for cand in selection.selected:
             dockerfile = cand.path.resolve()
-            if model.dockercontext:
-                context_dir = Path(model.dockercontext)
-                context_dir = (context_dir if context_dir.is_absolute() else mad_dir / context_dir).resolve()
-            else:
-                context_dir = dockerfile.parent
+            context_dir = build_context(mad_dir, model, dockerfile)
             own_name = image_name(model.name, dockerfile)
             key = (str(dockerfile), str(context_dir), tuple(sorted(args.items())))
             planned = by_key.get(key)
@@ -290,6 +314,14 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
             planned.models.append(model)
             planned.model_keys.append(model_key)
     return plan
+
+
+def _outside(mad_dir: Path, path: Path) -> list[str]:
+    try:
+        inside(str(mad_dir), str(path), "it")
+    except OutsideError as exc:
+        return [str(exc)]
+    return []
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -782,7 +814,8 @@ def _finish(options: BuildOptions, plan: BuildPlan, results: list[ImageResult], 
             manifest.model_images[key] = planned.docker_image
     built_models = list(manifest.built_models.values())
     manifest.credentials_required = sorted({m.cred for m in built_models if m.cred})
-    context = {**CONTEXT_DEFAULTS, **options.context}
+    context = {**CONTEXT_DEFAULTS,
+               **{k: v for k, v in options.context.items() if k not in options.detected_keys}}
     manifest.context = mask_deep(mask_secrets(context), secrets)
     manifest.run_options = mask_deep(dict(options.run_options), secrets)
     wall_time = time.monotonic() - wall_start

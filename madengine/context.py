@@ -12,10 +12,14 @@ import ast
 import copy
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils._runspec import (
+    GPU_VENDORS,
+    parse_gpu_ranges,
+)
 
 from madengine.errors import InvalidInputError
 from madengine.hostinfo import HostInfo, detect_host
@@ -25,16 +29,13 @@ logger = logging.getLogger(__name__)
 CLI_SOURCE = "--additional-context"
 FILE_OPTION = "--additional-context-file"
 
-GPU_VENDORS = ("AMD", "NVIDIA", "INTEL", "CPU")
 GUEST_OSES = ("UBUNTU", "CENTOS", "ROCKY")
 BUILD_REQUIRED_KEYS = ("gpu_vendor", "guest_os")
 BUILD_ONLY_COMMANDS = ("build", "export-config")
 
-SECRET_KEY_PATTERN = re.compile(r"(pass(word)?|secret|token|key|credential|auth)", re.IGNORECASE)
-MASK = "******"
 
 _EXAMPLE_CONTEXT = '{"gpu_vendor": "AMD", "guest_os": "UBUNTU"}'
-_MAX_INDEX = 65535  # guards "0-999999999" from building a huge list
+_MAX_INDEX = 65535  # the largest GPU or CPU index a range may name
 
 # A valid value per known key, used in error examples.
 _KEY_EXAMPLES: dict[str, str] = {
@@ -364,35 +365,6 @@ _CHECKERS: dict[str, Callable[[str, Any], Any]] = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Ranges
-# --------------------------------------------------------------------------------------------------
-
-_INDEX = re.compile(r"\d+")
-_RANGE = re.compile(r"(\d+)-(\d+)")
-
-
-def parse_gpu_ranges(spec: str) -> list[int]:
-    """"0,2-4" -> [0, 2, 3, 4]: sorted and de-duplicated. Raises ValueError on bad syntax."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty or non-string range specification: {spec!r}")
-    indices: set[int] = set()
-    for raw in spec.split(","):
-        part = raw.strip()
-        if _INDEX.fullmatch(part):
-            low = high = int(part)
-        elif match := _RANGE.fullmatch(part):
-            low, high = int(match.group(1)), int(match.group(2))
-            if low > high:
-                raise ValueError(f"descending range {part!r} in {spec!r}")
-        else:
-            raise ValueError(f"bad item {part!r} in {spec!r}: expected N or N-M")
-        if high > _MAX_INDEX:
-            raise ValueError(f"index {high} in {spec!r} is larger than {_MAX_INDEX}")
-        indices.update(range(low, high + 1))
-    return sorted(indices)
-
-
-# --------------------------------------------------------------------------------------------------
 # Requirements and resolution
 # --------------------------------------------------------------------------------------------------
 
@@ -433,32 +405,3 @@ def resolve_run_context(ctx: Mapping[str, Any],
         logger.warning("gpu_vendor %s was given but this host looks like %s", given_vendor, host.gpu_vendor)
     return result
 
-
-# --------------------------------------------------------------------------------------------------
-# Masking
-# --------------------------------------------------------------------------------------------------
-
-def is_secret_key(key: Any) -> bool:
-    return isinstance(key, str) and ("MAD_SECRETS" in key.upper() or bool(SECRET_KEY_PATTERN.search(key)))
-
-
-def mask_secrets(obj: Any) -> Any:
-    """A deep copy of ``obj`` where every value under a secret-looking key is replaced by ``MASK``.
-
-    A secret key's nested values are masked leaf by leaf (so {"secrets": {"hf": "x"}} hides "x" but
-    keeps the structure). Booleans, null and empty strings are kept: they reveal nothing and tell the
-    reader whether a credential was set at all.
-    """
-    return _mask(obj, masking=False)
-
-
-def _mask(obj: Any, *, masking: bool) -> Any:
-    if isinstance(obj, Mapping):
-        return {key: _mask(value, masking=masking or is_secret_key(key)) for key, value in obj.items()}
-    if isinstance(obj, list):
-        return [_mask(item, masking=masking) for item in obj]
-    if isinstance(obj, tuple):
-        return tuple(_mask(item, masking=masking) for item in obj)
-    if masking and obj is not None and not isinstance(obj, bool) and obj != "":
-        return MASK
-    return copy.deepcopy(obj)

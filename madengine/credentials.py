@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from madengine.context import MASK, is_secret_key
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, is_secret_name
+
 from madengine.errors import InvalidInputError
 
 CREDENTIAL_FILE = "credential.json"
@@ -162,7 +163,7 @@ class Credentials:
             for item in entry if isinstance(entry, list) else [entry]:
                 if isinstance(item, dict):
                     for name, value in item.items():
-                        if is_secret_key(name):
+                        if is_secret_name(name):
                             values.update(_leaves(value))
         values.update(v for k, v in self.env.items() if SECRETS_ENV_MARKER in k)
         if self.env.get(ENV_PASSWORD):
@@ -177,7 +178,7 @@ def secret_context_values(obj: Any, *, under_secret: bool = False) -> set[str]:
     found: set[str] = set()
     if isinstance(obj, Mapping):
         for key, value in obj.items():
-            found |= secret_context_values(value, under_secret=under_secret or is_secret_key(key))
+            found |= secret_context_values(value, under_secret=under_secret or is_secret_name(key))
     elif isinstance(obj, (list, tuple)):
         for item in obj:
             found |= secret_context_values(item, under_secret=under_secret)

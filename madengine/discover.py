@@ -3,25 +3,28 @@
 Three sources, in this discovery order:
 
 1. ``models.json`` at the MAD root (source "root");
-2. ``scripts/<dir>/models.json`` (source "dir"), dirs sorted by name;
-3. ``scripts/<dir>/get_models_json.py`` (source "dynamic"): imported, its ``list_models()`` called.
+2. ``scripts/<dir>/models.json`` (source "dir"), found anywhere under ``scripts/`` (nested folders:
+   ``scripts/MAD-private/inference/models.json`` is dir ``MAD-private/inference``), depth first, sorted;
+3. ``scripts/<dir>/get_models_json.py`` (source "dynamic"): run in a worker process
+   (:mod:`madengine.discover_worker`) with a timeout, its ``list_models()`` called there.
 
-Names from a scripts dir become ``<dir>/<name>`` and their relative paths are resolved against
-``scripts/<dir>/``. See :mod:`madengine.tags` for the tag grammar.
+Names from a scripts dir become ``<dir>/<name>`` and their relative ``dockerfile`` and ``scripts`` paths
+are resolved against ``scripts/<dir>/`` (``dockercontext`` stays relative to the MAD root). See
+:mod:`madengine.tags` for the tag grammar.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import inspect
 import itertools
 import json
 import logging
 import os
-import re
+import select
+import signal
+import subprocess
 import sys
-import traceback
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -36,11 +39,13 @@ log = logging.getLogger(__name__)
 MODELS_JSON = "models.json"
 SCRIPTS_DIR = "scripts"
 DYNAMIC_SCRIPT = "get_models_json.py"
+#: Seconds one generator request may take before discovery gives up on it (exit 4 naming the file).
+GENERATOR_TIMEOUT_ENV = "MADENGINE_GENERATOR_TIMEOUT"
+DEFAULT_GENERATOR_TIMEOUT = 60.0
 
 _MAD_HINT = ("point --mad-dir (or the MAD_DIR environment variable) at a MAD package: "
              "the folder holding models.json and scripts/")
 _MAD_EXAMPLE = "madengine discover --mad-dir examples/MAD\nMAD_DIR=/path/to/MAD madengine discover"
-_module_counter = itertools.count()
 
 
 # --------------------------------------------------------------------------------------------- MAD dir
@@ -145,218 +150,252 @@ class _JsonGroup(_Group):
         return self._entries
 
 
-@contextlib.contextmanager
-def _script_env(folder: str, keep: str) -> Iterator[None]:
-    """Run code of a MAD script: its folder first on sys.path, no .pyc written into the MAD tree.
+def _generator_timeout() -> float:
+    """Seconds a generator may take per request: ``MADENGINE_GENERATOR_TIMEOUT``, default 60."""
+    value = os.environ.get(GENERATOR_TIMEOUT_ENV, "")
+    try:
+        seconds = float(value) if value.strip() else DEFAULT_GENERATOR_TIMEOUT
+    except ValueError:
+        raise InvalidInputError(f"{GENERATOR_TIMEOUT_ENV}={value!r} is not a number of seconds",
+                                example=f"{GENERATOR_TIMEOUT_ENV}=120 madengine discover") from None
+    return seconds if seconds > 0 else DEFAULT_GENERATOR_TIMEOUT
 
-    What the script prints goes to stderr (stdout may be `discover --json` output). Sibling modules
-    it imports are dropped from sys.modules afterwards, so that two dirs each with their own
-    ``helpers.py`` do not see each other's. ``keep`` is the script's own module name.
+
+class _Worker:
+    """The generator worker (:mod:`madengine.discover_worker`): requests pipelined, answers by id.
+
+    Started on the first request. When a generator ends the worker (``os._exit``, a crash) or does not
+    answer within the timeout, that request gets an error naming its file, the worker is replaced and
+    the requests still pending are sent again (a generator that failed that way fails at once after).
     """
-    before = set(sys.modules)
-    sys.path.insert(0, folder)
-    dont_write = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.dont_write_bytecode = dont_write
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
-        prefix = folder + os.sep
-        for name in sys.modules.keys() - before:
-            if name == keep:
-                continue
-            module_file = getattr(sys.modules.get(name), "__file__", None) or ""
-            if module_file.startswith(prefix):
-                sys.modules.pop(name, None)
 
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ids = itertools.count()
+        self.pending: dict[int, dict[str, Any]] = {}  # sent, not answered, in send order
+        self.answers: dict[int, dict[str, Any]] = {}
+        self.broken: dict[str, dict[str, str]] = {}  # generator path -> the error that ended it
+        self.buffer = b""
+        self.since = 0.0  # when the oldest pending request started to wait
 
-def _call_mode(fn: Any) -> tuple[str, frozenset[str]]:
-    """How to hand the tag parameters to ``list_models``: "none", "positional", "kwargs" or "keywords"."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return "none", frozenset()
-    kinds = [p.kind for p in sig.parameters.values()]
-    P = inspect.Parameter
-    required_positional = any(p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD) and p.default is P.empty
-                              for p in sig.parameters.values())
-    if required_positional:
-        return "positional", frozenset()
-    if P.VAR_KEYWORD in kinds:
-        return "kwargs", frozenset()
-    if any(k in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD, P.VAR_POSITIONAL) for k in kinds):
-        return "positional", frozenset()
-    keywords = frozenset(p.name for p in sig.parameters.values() if p.kind is P.KEYWORD_ONLY)
-    return ("keywords", keywords) if keywords else ("none", frozenset())
+    def _start(self) -> subprocess.Popen[bytes]:
+        import madengine
 
+        paths = [str(Path(madengine.__file__).resolve().parent.parent)] + [p for p in sys.path if p]
+        boot = (f"import sys; sys.path[:0] = {paths!r}; "
+                "from madengine.discover_worker import main; main()")
+        self.proc = subprocess.Popen([sys.executable, "-S", "-B", "-c", boot], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, start_new_session=True)
+        self.buffer = b""
+        self.since = time.monotonic()
+        return self.proc
 
-def _last_line(exc: BaseException) -> str:
-    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        line += f" (line {exc.lineno})"
-    return line
+    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None) -> int:
+        request_id = next(self.ids)
+        request = {"id": request_id, "op": op, "path": path, "params": dict(params)}
+        if indices is not None:
+            request["indices"] = indices
+        if path in self.broken:
+            self.answers[request_id] = {"error": self.broken[path]}
+            return request_id
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending[request_id] = request
+        self._send(request)
+        return request_id
 
+    def _send(self, request: dict[str, Any]) -> None:
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker died: result() finds out and names the generator
 
-def _object_to_raw(obj: Any) -> Any:
-    """A dynamic model's fields as a dict: dicts as they are, else ``to_dict()``, else ``__dict__``."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if hasattr(obj, "__dict__"):
-        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-    return obj  # not an object: validation reports it
+    def result(self, request_id: int) -> dict[str, Any]:
+        while request_id not in self.answers:
+            self._read_one()
+        return self.answers.pop(request_id)
+
+    def _read_one(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = self.since + self.timeout - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left)) if left > 0 else ([], [], [])
+            if not ready:
+                self._fail_head(f"did not finish within {self.timeout:g} s (it hangs, or needs longer: "
+                                f"set {GENERATOR_TIMEOUT_ENV})", killed=True)
+                return
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                code = proc.wait()
+                self._fail_head(f"ended the discovery process (exit code {code}; os._exit() or a crash) "
+                                "instead of returning its models", killed=False)
+                return
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        answer = json.loads(line)
+        self.pending.pop(answer["id"], None)
+        self.answers[answer["id"]] = answer
+        self.since = time.monotonic()
+
+    def _fail_head(self, why: str, *, killed: bool) -> None:
+        head_id, head = next(iter(self.pending.items()))
+        error = {"message": why, "hint": f"fix {DYNAMIC_SCRIPT}: list_models() must return its models",
+                 "example": "", "detail": ""}
+        self.broken[head["path"]] = error
+        self._stop(kill=killed)
+        rest = [r for i, r in self.pending.items() if i != head_id]
+        self.pending.clear()
+        self.answers[head_id] = {"error": error}
+        self.since = time.monotonic()
+        for request in rest:  # to a fresh worker, except those of a generator now known broken
+            if request["path"] in self.broken:
+                self.answers[request["id"]] = {"error": self.broken[request["path"]]}
+            else:
+                self.pending[request["id"]] = request
+                self._send(request)
+
+    def _stop(self, *, kill: bool) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if kill and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if proc.stdin:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        self._stop(kill=bool(self.pending))
 
 
 class _DynamicGroup(_Group):
-    """``scripts/<dir>/get_models_json.py``: imported once, ``list_models`` called once per params set."""
+    """``scripts/<dir>/get_models_json.py``: run in the worker, ``list_models`` once per params set."""
 
     source = "dynamic"
 
-    def __init__(self, path: Path, where: str, dir_: str, warned: set[str], modules: list[str]) -> None:
+    def __init__(self, path: Path, where: str, dir_: str, warned: set[str], worker: _Worker) -> None:
         self.path, self.where, self.dir, self.warned = path, where, dir_, warned
-        self.folder = str(path.parent)
-        self._modules = modules  # module names to drop from sys.modules when discovery ends
-        self._module_name = ""
-        self._fn: Any = None
-        self._mode = "none"
-        self._keywords: frozenset[str] = frozenset()
+        self.worker = worker
+        self._requests: dict[frozenset[tuple[str, str]], int] = {}
         self._listings: dict[frozenset[tuple[str, str]], list[_Entry]] = {}
-        self._updated: dict[int, tuple[Any, Model]] = {}
+        self._updatable: dict[frozenset[tuple[str, str]], frozenset[int]] = {}
+        self._updated: dict[tuple[frozenset[tuple[str, str]], int], Model] = {}
 
-    # -- errors
-    def _crash(self, exc: BaseException, what: str) -> InvalidInputError:
-        tb = exc.__traceback__
-        # Show the traceback from the script's own first frame on: importlib and discovery frames are noise.
-        start = tb
-        while start is not None and not start.tb_frame.f_code.co_filename.startswith(self.folder + os.sep):
-            start = start.tb_next
-        detail = "".join(traceback.format_exception(type(exc), exc, start or tb))
-        return InvalidInputError(
-            f"{self.where}: {_last_line(exc)}",
-            hint=f"{what} raised an exception: fix the script (--verbose shows the full traceback)",
-            detail=detail,
-        )
+    def _error(self, error: Mapping[str, str]) -> InvalidInputError:
+        return InvalidInputError(f"{self.where}: {error.get('message')}", hint=error.get("hint") or None,
+                                 example=error.get("example") or None, detail=error.get("detail") or None)
 
-    # -- loading
-    def _load(self) -> None:
-        if self._fn is not None:
-            return
-        safe_dir = re.sub(r"\W", "_", self.dir)
-        name = f"_madengine_mad_{safe_dir}_{next(_module_counter)}"
-        spec = importlib.util.spec_from_file_location(name, self.path)
-        if spec is None or spec.loader is None:  # pragma: no cover - only for exotic paths
-            raise InvalidInputError(f"{self.where}: cannot be imported as a Python file")
-        module = importlib.util.module_from_spec(spec)
-        with _script_env(self.folder, name):
-            sys.modules[name] = module
-            self._modules.append(name)
-            try:
-                spec.loader.exec_module(module)
-            except (Exception, SystemExit) as exc:
-                raise self._crash(exc, f"importing {DYNAMIC_SCRIPT}") from None
-        fn = getattr(module, "list_models", None)
-        if not callable(fn):
-            raise InvalidInputError(
-                f"{self.where}: defines no list_models() function",
-                hint=f"{DYNAMIC_SCRIPT} must define list_models() (or list_models(params)) returning models",
-                example="from madengine.tools.discover_models import CustomModel\n\n"
-                        "def list_models(params):\n"
-                        "    return [CustomModel(name=\"m\", tags=[\"mine\"], dockerfile=\"../../docker/x\", "
-                        "scripts=\"run.sh\")]",
-            )
-        self._module_name = name
-        self._mode, self._keywords = _call_mode(fn)
-        self._fn = fn
-
-    @property
-    def accepts_params(self) -> bool:
-        self._load()
-        return self._mode != "none"
+    def prefetch(self, params: Mapping[str, str]) -> None:
+        """Ask the worker for this listing now; :meth:`entries` collects it."""
+        key = frozenset(params.items())
+        if key not in self._listings and key not in self._requests:
+            self._requests[key] = self.worker.submit("list", str(self.path), params)
 
     def entries(self, params: Mapping[str, str]) -> list[_Entry]:
-        self._load()
-        mode = self._mode
-        if mode == "none":
-            params = {}
-        elif mode == "keywords":
-            params = {k: v for k, v in params.items() if k in self._keywords}
         key = frozenset(params.items())
         cached = self._listings.get(key)
         if cached is not None:
             return cached
-        with _script_env(self.folder, self._module_name):
-            try:
-                if mode == "none":
-                    result = self._fn()
-                elif mode == "positional":
-                    result = self._fn(dict(params))
-                else:
-                    result = self._fn(**params)
-                if result is None or isinstance(result, (str, bytes, Mapping)):
-                    raise InvalidInputError(
-                        f"{self.where}: list_models() returned {type(result).__name__}, not a list of models",
-                        hint="return a list of CustomModel objects (or dicts)")
-                objects = list(result)
-                raws = [_object_to_raw(obj) for obj in objects]
-            except InvalidInputError:
-                raise
-            except (Exception, SystemExit) as exc:
-                raise self._crash(exc, "list_models()") from None
-        entries = [
-            _Entry(model_from_raw(raw, where=self.where, index=i, source="dynamic", dir=self.dir,
-                                  warned=self.warned, relocate=True), obj)
-            for i, (obj, raw) in enumerate(zip(objects, raws, strict=True))
-        ]
+        self.prefetch(params)
+        answer = self.worker.result(self._requests.pop(key))
+        if "error" in answer:
+            raise self._error(answer["error"])
+        where, dir_, warned = self.where, self.dir, self.warned
+        entries = [_Entry(model_from_raw(raw, where=where, index=i, source="dynamic", dir=dir_, warned=warned,
+                                         relocate=True), (key, i))
+                   for i, raw in enumerate(answer["raws"])]
         self._listings[key] = entries
+        self._updatable[key] = frozenset(answer.get("updatable") or ())
         return entries
 
-    @staticmethod
-    def _updatable(entry: _Entry) -> bool:
-        obj = entry.obj
-        if obj is None or isinstance(obj, Mapping):
-            return False
-        return callable(getattr(obj, "update_model", None))
+    def _is_updatable(self, entry: _Entry) -> bool:
+        key, index = entry.obj
+        return index in self._updatable.get(key, frozenset())
 
-    def update(self, entries: list[_Entry]) -> None:
-        """Call ``update_model()`` of the selected objects (once each) and re-read their fields."""
-        todo: dict[int, _Entry] = {}
+    def submit_update(self, entries: list[_Entry]) -> list[tuple[frozenset[tuple[str, str]], list[int], int]]:
+        """Ask for ``update_model()`` of the selected entries not updated yet (once each)."""
+        todo: dict[frozenset[tuple[str, str]], list[int]] = {}
         for entry in entries:
-            if self._updatable(entry) and id(entry.obj) not in self._updated:
-                todo.setdefault(id(entry.obj), entry)
-        if not todo:
-            return
-        raws: list[tuple[_Entry, Any]] = []
-        with _script_env(self.folder, self._module_name):
-            for entry in todo.values():
-                try:
-                    entry.obj.update_model()
-                    raws.append((entry, _object_to_raw(entry.obj)))
-                except (Exception, SystemExit) as exc:
-                    raise self._crash(exc, "update_model()") from None
-        for entry, raw in raws:
-            if isinstance(raw, dict):
-                # Name and tags were used for selection: changing them in update_model() has no effect.
-                raw = dict(raw)
-                raw["name"] = entry.model.short_name
-                raw["tags"] = list(entry.model.tags)
-            model = model_from_raw(raw, where=self.where, index=0, source="dynamic", dir=self.dir,
-                                   warned=self.warned, relocate=True)
-            self._updated[id(entry.obj)] = (entry.obj, model)  # keeps obj alive, so its id stays unique
+            key, index = entry.obj
+            if self._is_updatable(entry) and (key, index) not in self._updated:
+                indices = todo.setdefault(key, [])
+                if index not in indices:
+                    indices.append(index)
+        return [(key, indices, self.worker.submit("update", str(self.path), dict(key), indices))
+                for key, indices in todo.items()]
+
+    def collect_update(self, handles: list[tuple[frozenset[tuple[str, str]], list[int], int]]) -> None:
+        for key, indices, request_id in handles:
+            answer = self.worker.result(request_id)
+            if "error" in answer:
+                raise self._error(answer["error"])
+            base = self._listings[key]
+            for index, raw in zip(indices, answer["raws"], strict=True):
+                if isinstance(raw, dict):
+                    # Name and tags were used for selection: changing them in update_model() has no effect.
+                    raw = dict(raw)
+                    raw["name"] = base[index].model.short_name
+                    raw["tags"] = list(base[index].model.tags)
+                self._updated[(key, index)] = model_from_raw(raw, where=self.where, index=index, source="dynamic",
+                                                             dir=self.dir, warned=self.warned, relocate=True)
 
     def finalise(self, entry: _Entry) -> Model:
         """The model as returned: re-read after ``update_model()`` when the object has one."""
-        if self._updatable(entry):
-            self.update([entry])
-            return self._updated[id(entry.obj)][1]
+        if self._is_updatable(entry):
+            if entry.obj not in self._updated:
+                self.collect_update(self.submit_update([entry]))
+            return self._updated[entry.obj]
         return entry.model
 
 
 # ------------------------------------------------------------------------------------------ catalogue
+def _walk_scripts(scripts: Path) -> Iterator[tuple[str, set[str]]]:
+    """Every folder under ``scripts/`` (relative posix path, file names), depth first, sorted by name.
+
+    Hidden folders and ``__pycache__`` are skipped; so are folders that cannot be listed.
+    """
+    stack = [("", str(scripts))]
+    while stack:
+        rel, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        files = set()
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name == "__pycache__":
+                continue
+            try:
+                if entry.is_dir():
+                    subdirs.append(name)
+                else:
+                    files.add(name)
+            except OSError:
+                continue
+        if rel:
+            yield rel, files
+        for name in sorted(subdirs, reverse=True):
+            stack.append((f"{rel}/{name}" if rel else name, f"{folder}/{name}"))
+
+
 class _Catalogue:
     """Every source of one MAD package, loaded lazily, in discovery order."""
 
@@ -364,40 +403,34 @@ class _Catalogue:
         self.root = root
         self.groups: list[_Group] = []
         self.dirs: dict[str, _Group] = {}
-        self.modules: list[str] = []
+        self.worker = _Worker(_generator_timeout())
         self._names: dict[str, str] = {}
         self._checked: set[int] = set()
+        warned: set[str] = set()  # one warning per unknown key, whichever file has it first
         if (root / MODELS_JSON).is_file():
-            self.groups.append(_JsonGroup(root / MODELS_JSON, MODELS_JSON, None, set()))
+            self.groups.append(_JsonGroup(root / MODELS_JSON, MODELS_JSON, None, warned))
         scripts = root / SCRIPTS_DIR
         if not scripts.is_dir():
             return
-        with os.scandir(scripts) as it:
-            subdirs = sorted(e.name for e in it
-                             if not e.name.startswith(".") and e.name != "__pycache__" and e.is_dir())
-        for name in subdirs:
-            folder = scripts / name
-            try:
-                files = set(os.listdir(folder))
-            except OSError:
-                continue
+        for rel, files in _walk_scripts(scripts):
             has_json, has_py = MODELS_JSON in files, DYNAMIC_SCRIPT in files
             if has_json and has_py:
                 raise InvalidInputError(
-                    f"{SCRIPTS_DIR}/{name} has both {MODELS_JSON} and {DYNAMIC_SCRIPT}",
+                    f"{SCRIPTS_DIR}/{rel} has both {MODELS_JSON} and {DYNAMIC_SCRIPT}",
                     hint=f"keep one: a scripts dir lists its models either statically ({MODELS_JSON}) "
                          f"or dynamically ({DYNAMIC_SCRIPT})",
                 )
+            folder = scripts / rel
             group: _Group
             if has_json:
-                group = _JsonGroup(folder / MODELS_JSON, f"{SCRIPTS_DIR}/{name}/{MODELS_JSON}", name, set())
+                group = _JsonGroup(folder / MODELS_JSON, f"{SCRIPTS_DIR}/{rel}/{MODELS_JSON}", rel, warned)
             elif has_py:
-                group = _DynamicGroup(folder / DYNAMIC_SCRIPT, f"{SCRIPTS_DIR}/{name}/{DYNAMIC_SCRIPT}", name,
-                                      set(), self.modules)
+                group = _DynamicGroup(folder / DYNAMIC_SCRIPT, f"{SCRIPTS_DIR}/{rel}/{DYNAMIC_SCRIPT}", rel,
+                                      warned, self.worker)
             else:
                 continue
             self.groups.append(group)
-            self.dirs[name] = group
+            self.dirs[rel] = group
 
     def entries(self, group: _Group, params: Mapping[str, str]) -> list[_Entry]:
         entries = group.entries(params)
@@ -414,7 +447,14 @@ class _Catalogue:
         return entries
 
     def base_models(self) -> list[Model]:
-        return [e.model for g in self.groups for e in self.entries(g, {})]
+        models = []
+        for group in self.groups:
+            try:
+                models += [e.model for e in self.entries(group, {})]
+            except InvalidInputError:
+                if not isinstance(group, _DynamicGroup):
+                    raise  # a broken generator leaves only its own models out of the suggestions
+        return models
 
     def finalise(self, group: _Group, entry: _Entry) -> Model:
         if isinstance(group, _DynamicGroup):
@@ -422,8 +462,7 @@ class _Catalogue:
         return entry.model
 
     def close(self) -> None:
-        for name in self.modules:
-            sys.modules.pop(name, None)
+        self.worker.close()
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -476,36 +515,87 @@ def _unknown_tag(spec: TagSpec, cat: _Catalogue) -> InvalidInputError:
     return InvalidInputError(message, hint=hint, example=example)
 
 
+def _groups_for(spec: TagSpec, cat: _Catalogue) -> list[_Group]:
+    if spec.kind == "dir" and spec.dir is not None:
+        return [cat.dirs[spec.dir]]
+    return cat.groups
+
+
+def _short_name_matches(spec: TagSpec, cat: _Catalogue, broken: list[InvalidInputError]
+                        ) -> list[tuple[_Group, _Entry]]:
+    """Cards of scripts dirs whose short name is ``spec.name`` (MAD: "select it by its short name")."""
+    matched = []
+    for group in cat.groups:
+        if group.dir is None:
+            continue
+        try:
+            entries = cat.entries(group, spec.params)
+        except InvalidInputError as exc:
+            if not isinstance(group, _DynamicGroup):
+                raise
+            broken.append(exc)
+            continue
+        matched += [(group, e) for e in entries if e.model.short_name == spec.name]
+    dirs = sorted({g.dir for g, _ in matched if g.dir})
+    if len(dirs) > 1:
+        log.warning("tag %r is the short name of cards in %d scripts dirs (%s): all of them are selected; "
+                    "write DIR/%s to select one", spec.raw, len(dirs), ", ".join(f"{d}/{spec.name}" for d in dirs),
+                    spec.name)
+    return matched
+
+
 def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[Model]:
     """The models of the MAD package at ``mad_dir`` that ``tags`` select, in order, without duplicates.
 
     No tags (or an empty list) selects every model, like ``all``. Order: tag order first, then
     discovery order. A model selected twice with the same final args is returned once, with a warning.
+    A simple tag that matches no card name or tag selects the scripts-dir cards whose short name it is.
+    Generators run in a worker process (:mod:`madengine.discover_worker`); a broken one fails the tags
+    that need it (``all``, its own dir) and is skipped with a warning for a simple tag matched elsewhere.
     """
     root = Path(mad_dir).absolute()
     _check_mad_dir(root, "--mad-dir")
     cat = _Catalogue(root)
     try:
         specs = parse_tags(split_tags(tags), cat.dirs)
+        for spec in specs:  # every generator listing the tags need, asked for at once
+            for group in _groups_for(spec, cat):
+                if isinstance(group, _DynamicGroup):
+                    group.prefetch(spec.params)
         selected: list[Model] = []
         seen: dict[tuple[str, str], str] = {}
         for spec in specs:
-            groups = [cat.dirs[spec.dir]] if spec.kind == "dir" and spec.dir is not None else cat.groups
             matched: list[tuple[_Group, _Entry]] = []
-            for group in groups:
-                for entry in cat.entries(group, spec.params):
+            broken: list[InvalidInputError] = []
+            for group in _groups_for(spec, cat):
+                try:
+                    entries = cat.entries(group, spec.params)
+                except InvalidInputError as exc:
+                    if spec.kind != "simple" or not isinstance(group, _DynamicGroup):
+                        raise
+                    broken.append(exc)
+                    continue
+                for entry in entries:
                     m = entry.model
                     if matches(spec, m.name, m.tags, m.dir):
                         matched.append((group, entry))
+            if not matched and spec.kind == "simple":
+                matched = _short_name_matches(spec, cat, broken)
             if not matched:
+                if broken:
+                    raise broken[0]  # the broken generator may be the one that has it
                 raise _unknown_tag(spec, cat)
+            for exc in broken:
+                log.warning("tag %r: skipped %s", spec.raw, exc.message)
             extra_args = spec.extra_args
             by_group: dict[int, tuple[_DynamicGroup, list[_Entry]]] = {}
             for group, entry in matched:
                 if isinstance(group, _DynamicGroup):
                     by_group.setdefault(id(group), (group, []))[1].append(entry)
-            for dynamic, entries in by_group.values():
-                dynamic.update(entries)  # all of a script's update_model() calls in one go
+            # All update_model() calls of this tag in one go, then their answers.
+            handles = [(dynamic, dynamic.submit_update(entries)) for dynamic, entries in by_group.values()]
+            for dynamic, handle in handles:
+                dynamic.collect_update(handle)
             for group, entry in matched:
                 model = cat.finalise(group, entry)
                 if extra_args or spec.params:

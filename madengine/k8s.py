@@ -1,14 +1,15 @@
 """Kubernetes manifests for a build: build manifest + execution config → plain YAML files.
 
 Input: a loaded :class:`~madengine.manifest.Manifest`, an
-:class:`~madengine.export.ExecutionConfig`, a namespace and the MAD package root (the model scripts
+:class:`~madengine.execution_config.ExecutionConfig`, a namespace and the MAD package root (the model scripts
 come from there). Output: a :class:`K8sBundle` (file name → text, plus what each Job does);
 :func:`write_bundle` writes it. Prints nothing; never contains a credential value.
 
 What the files hold (one object per file, all ``app.kubernetes.io/name: madengine``):
 
 * ``namespace.yaml``: the Namespace.
-* ``configmap-config.yaml`` (``madengine-config``): the build manifest, the execution config, one
+* ``configmap-config.yaml`` (``madengine-config``; one ``configmap-config-<job>.yaml`` per Job when that
+  would pass 1 MiB): the Jobs' result step, one
   ``<job>.json`` per Job (the model and the fixed perf-row fields), ``_perf.py`` (the collection's
   perf parser, the same file local runs use) and ``madengine_result.py`` (the Job's result step).
 * ``configmap-scripts.yaml`` (``madengine-scripts``): every MAD file a Job needs (the model's scripts
@@ -34,14 +35,16 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
+from ansible_collections.mad.engine.plugins.module_utils._data import DataError, data_problems, resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     MASK,
     RUN_DIRECTORY,
@@ -52,12 +55,13 @@ from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     script_location,
     should_skip,
 )
+from ansible_collections.mad.engine.plugins.module_utils._tree import package_files
 
 from madengine import __version__
 from madengine.atomic import write_text_atomic
 from madengine.credentials import Credentials, mask_deep, mask_text, registry_key, secret_context_values
 from madengine.errors import InvalidInputError
-from madengine.export import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
+from madengine.execution_config import GPU_RESOURCES, ExecutionConfig, execution_config_from_dict, select_entries
 from madengine.manifest import Manifest, ManifestEntry, manifest_from_dict
 
 #: The Kubernetes version the generated objects are written for (and validated against in the tests).
@@ -88,8 +92,6 @@ _LABEL_MAX = 63
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _CM_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _HASH_LEN = 8
-_SKIP_DIRS = frozenset({"__pycache__", ".git", ".svn", ".hg", "run_directory", ".ruff_cache", ".pytest_cache"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
 # ------------------------------------------------------------------------------------------- names
@@ -202,17 +204,16 @@ class K8sBundle:
 
 # ------------------------------------------------------------------------------------------ files
 def _walk(root: Path, rel: str) -> list[str]:
-    base = root / rel
-    found: list[str] = []
-    for folder, dirs, names in os.walk(base, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(names):
-            if name.endswith(_SKIP_SUFFIXES):
-                continue
-            full = Path(folder) / name
-            if full.is_file():
-                found.append(full.relative_to(root).as_posix())
-    return found
+    """The package files of ``rel`` a Job gets (the sync's file set), less symlinks leaving the package."""
+    return [path for path in package_files(str(root), rel) if not _leaves(root, root / path)]
+
+
+def _leaves(root: Path, full: Path) -> bool:
+    try:
+        inside(str(root), str(full), "file")
+    except OutsideError:
+        return True
+    return False
 
 
 def _safe_rel(path: str, what: str) -> str:
@@ -225,7 +226,11 @@ def _safe_rel(path: str, what: str) -> str:
 
 def _needed_files(model: Mapping[str, Any], context: Mapping[str, Any], data_plan: Any,
                   root: Path) -> tuple[str, list[str]]:
-    """``(scripts folder, [relative file paths])`` a model's run reads from the MAD tree."""
+    """``(scripts folder, [relative file paths])`` a model's run reads from the MAD tree; a symlink
+    leaving the package is left out (never followed). Raises ValueError for a card path outside it."""
+    problems = card_problems(dict(model), str(root))
+    if problems:
+        raise ValueError("; ".join(problems))
     folder, script = script_location(dict(model))
     folder = _safe_rel(folder, "scripts folder")
     if folder == ".":
@@ -403,11 +408,9 @@ def _run_context(manifest: Manifest, config: ExecutionConfig) -> tuple[dict[str,
     Values masked in the files (``******``) are not passed on: their env keys are read from the
     ``madengine-env`` Secret at run time instead.
     """
-    context = {**manifest.context, **config.context}
-    env = dict(context.get("docker_env_vars") or {})
+    env = {**(manifest.context.get("docker_env_vars") or {}), **(config.context.get("docker_env_vars") or {})}
     secret_env = sorted(key for key, value in env.items() if value == MASK)
-    context["docker_env_vars"] = {k: v for k, v in env.items() if v != MASK}
-    return context, secret_env
+    return run_context(manifest.context, config.context), secret_env
 
 
 def _job_names(entries: list[ManifestEntry]) -> dict[str, str]:
@@ -470,10 +473,15 @@ def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _Planne
         raise ValueError(f"skipped: {skip} (the context's gpu_architecture)")
     notes: list[str] = []
     gpus = _gpus(entry.model.n_gpus, vendor, context, name, notes)
-    data_plan = None
+    data_plan, data_problem = None, ""
     if entry.model.data:
-        # Host paths are the node's: they cannot be checked from here.
-        data_plan = plan_data(entry.model.data, run.data_config, str(run.root), run.mirror, exists=lambda _p: True)
+        # Host paths are the node's: they cannot be checked from here. Data that cannot be mounted does
+        # not drop the Job (the run-context rule): the Job runs without it, and its row says so.
+        data_plan, data_problem = resolve_data(entry.model.data, run.data_config, str(run.root), run.mirror,
+                                               exists=lambda _p: True)
+    if model.get("url"):
+        notes.append("its card url is not cloned in a Job (local and cluster runs clone it into the run "
+                     "directory): bake the repository into the image")
     facts = {"gpu_vendor": vendor, "gpu_count": gpus, "gpu_architecture": architecture, "render_devices": []}
     # The device plugin picks the GPUs: docker_gpus (host indices) has no meaning in a pod.
     body_ctx = {k: v for k, v in context.items() if k != "docker_gpus"}
@@ -491,7 +499,7 @@ def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _Planne
                   files=paths, notes=notes)
     spec = {
         "job": job_name, "model": model, "timeout": timeout, "run_directory": RUN_DIRECTORY,
-        "results_dir": RESULTS_MOUNT, "begin": RESULT_BEGIN, "end": RESULT_END,
+        "results_dir": RESULTS_MOUNT, "begin": RESULT_BEGIN, "end": RESULT_END, "data_problem": data_problem,
         # The perf-row fields known before the run (madengine_result.py adds host, duration, start).
         "row": {
             "run_id": run.instance, "image": image, "image_digest": entry.image.image_digest or "",
@@ -502,6 +510,21 @@ def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _Planne
         },
     }
     return _PlannedJob(job, spec, parts, body["Cmd"][2], folder)
+
+
+def _config_maps(shared: dict[str, str], specs: dict[str, dict[str, str]],
+                 render_map: Callable[[str, dict[str, str]], str]) -> list[tuple[str, str, str, list[str]]]:
+    """The config ConfigMaps: ``[(file name, ConfigMap name, YAML, the Jobs that mount it)]``. One
+    ``madengine-config`` with the shared result step and every Job's spec while it fits
+    :data:`CONFIGMAP_LIMIT`; else one ``madengine-config-<job>`` per Job (the shared files and its spec)."""
+    whole = render_map(CONFIG_MAP, {**shared, **{k: v for spec in specs.values() for k, v in spec.items()}})
+    if len(whole.encode("utf-8")) <= CONFIGMAP_LIMIT:
+        return [("configmap-config.yaml", CONFIG_MAP, whole, list(specs))]
+    maps = []
+    for job, spec in specs.items():
+        name = f"{CONFIG_MAP}-{job}"
+        maps.append((f"configmap-config-{job}.yaml", name, render_map(name, {**shared, **spec}), [job]))
+    return maps
 
 
 def _secrets(jobs: list[JobPlan], entries: list[ManifestEntry], manifest: Manifest, config: ExecutionConfig,
@@ -523,7 +546,8 @@ def _secrets(jobs: list[JobPlan], entries: list[ManifestEntry], manifest: Manife
                                         "purpose": f"credential {cred!r} of the models' `cred`, as env vars"}
     if secret_env:
         secrets[ENV_SECRET] = {"type": "generic", "keys": secret_env,
-                               "purpose": "the context's docker_env_vars that are masked in the files"}
+                               "purpose": "the context's docker_env_vars masked in the files, and MAD_SECRETS* "
+                                          "variables"}
     return needs_login, secrets
 
 
@@ -570,16 +594,17 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
     entries = select_entries(manifest, config, skipped, notes, unit="no Job")
     instance = _instance(manifest, config, namespace)
     context, secret_env = _run_context(manifest, config)
+    # The MAD_SECRETS* variables of this environment reach the Jobs as Secret references (never values).
+    secret_env = sorted(set(secret_env) | set(credentials.secret_env_build_args()))
     try:
         context = prepare_context(context, {"tools": dict(config.run_options.get("tools") or {})},
                                   "the execution config's run_options.tools")
     except ValueError as exc:
         raise InvalidInputError(str(exc), hint="export the execution config again with the tools config") from None
-    override = int(config.run_options.get("timeout", -1))
     run = _RunSettings(root=root, instance=instance, context=context, secret_env=secret_env,
                        data_config=dict(config.run_options.get("data") or {}),
                        mirror=config.run_options.get("force_mirror_local") or None,
-                       timeout_override=None if override == -1 else override,
+                       timeout_override=config.run_options.get("timeout"),
                        disable_skip_gpu_arch=bool(config.run_options.get("disable_skip_gpu_arch")))
 
     names = _job_names(entries)
@@ -603,17 +628,19 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
     common = {"namespace": namespace, "instance": instance, "version": __version__,
               "k8s_version": KUBERNETES_VERSION}
     files["namespace.yaml"] = render("k8s/namespace.yaml.j2", **common, labels=_labels(instance, "namespace"))
-    config_data = {
-        "build_manifest.json": json.dumps(manifest.to_dict(), indent=2) + "\n",
-        "execution_config.json": json.dumps(config.raw, indent=2) + "\n",
-        PERF_MODULE: _perf_source(),
-        RESULT_SCRIPT: template_text(RESULT_TEMPLATE),
-    }
-    config_data.update({f"{p.job.name}.json": json.dumps(p.spec, indent=2) + "\n" for p in planned})
-    files["configmap-config.yaml"] = render(
-        "k8s/configmap.yaml.j2", **common, name=CONFIG_MAP, labels=_labels(instance, "config"),
-        description="the build manifest, the execution config and the Jobs' result step",
-        data=config_data, binary_data={})
+    # Only what the Jobs read: the result step and each Job's spec (the manifest and execution config
+    # are files of the bundle, not of the cluster). Too large for one ConfigMap: one per Job.
+    shared = {PERF_MODULE: _perf_source(), RESULT_SCRIPT: template_text(RESULT_TEMPLATE)}
+    specs = {p.job.name: {f"{p.job.name}.json": json.dumps(p.spec, indent=2) + "\n"} for p in planned}
+    files["build_manifest.json"] = json.dumps(manifest.to_dict(), indent=2) + "\n"
+    files["execution_config.json"] = json.dumps(config.raw, indent=2) + "\n"
+    config_maps = _config_maps(shared, specs, lambda name, data: render(
+        "k8s/configmap.yaml.j2", **common, name=name, labels=_labels(instance, "config"),
+        description="the Jobs' result step and each Job's spec", data=data, binary_data={}))
+    job_maps = {}
+    for file_name, map_name, text, map_jobs in config_maps:
+        files[file_name] = text
+        job_maps.update(dict.fromkeys(map_jobs, map_name))
     files["configmap-scripts.yaml"] = render(
         "k8s/configmap.yaml.j2", **common, name=SCRIPTS_MAP, labels=_labels(instance, "scripts"),
         description="the MAD files the Jobs need, flattened (each Job's initContainer restores the tree)",
@@ -632,16 +659,16 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
             labels=_labels(instance, "benchmark", model_labels[job.model]),
             annotations={"madengine/model-name": job.model, "madengine/manifest-key": job.key,
                          "madengine/image": job.image},
-            pull_secret=pull_secret, config_map=CONFIG_MAP, scripts_map=SCRIPTS_MAP, files_dir=FILES_MOUNT,
+            pull_secret=pull_secret, config_map=job_maps[job.name], scripts_map=SCRIPTS_MAP, files_dir=FILES_MOUNT,
             config_dir=CONFIG_MOUNT, results_dir=RESULTS_MOUNT, workspace=WORKSPACE)
-    resources = ["namespace.yaml", "configmap-config.yaml", "configmap-scripts.yaml"] + [j.file_name for j in jobs]
+    resources = ["namespace.yaml", *(m[0] for m in config_maps), "configmap-scripts.yaml"] + [j.file_name for j in jobs]
     files["kustomization.yaml"] = render("k8s/kustomization.yaml.j2", **common, resources=resources)
     files["README.md"] = render("k8s/README.md.j2", **common, jobs=jobs, secrets=secrets, pull_secret=pull_secret,
                                 registries=registries, env_secret=ENV_SECRET, secret_env=secret_env,
                                 begin=RESULT_BEGIN, end=RESULT_END, results_dir=RESULTS_MOUNT,
                                 grace=DEADLINE_GRACE, skipped=skipped, app=APP)
 
-    for name, map_name in (("configmap-config.yaml", CONFIG_MAP), ("configmap-scripts.yaml", SCRIPTS_MAP)):
+    for name, map_name in [*((m[0], m[1]) for m in config_maps), ("configmap-scripts.yaml", SCRIPTS_MAP)]:
         size = len(files[name].encode("utf-8"))
         if size > CONFIGMAP_LIMIT:
             raise InvalidInputError(
@@ -662,6 +689,15 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
         files[name] = masked
     for job in jobs:
         notes += [f"{job.model}: {note}" for note in job.notes]
+    for problem in data_problems([e.model.to_dict() for e in entries], run.data_config, str(root), run.mirror,
+                                 exists=lambda _p: True).values():  # once per data source
+        notes.append(f"{problem}: its Jobs run without it (their rows say so)")
+    if not str(context.get("gpu_architecture") or ""):
+        gpu_jobs = [job.model for job in jobs if job.gpu_vendor != "CPU"]
+        if gpu_jobs:
+            notes.append(f"{len(gpu_jobs)} Job(s) get an empty MAD_SYSTEM_GPU_ARCHITECTURE (the context sets no "
+                         "gpu_architecture; scripts that read it, like the hub's vllm/run.sh, fail): add "
+                         "\"gpu_architecture\": \"gfx942\" (your nodes' architecture) to the context")
     for image in sorted({job.image for job in jobs if not job.pinned}):
         count = sum(1 for job in jobs if job.image == image)
         notes.append(f"image {image} ({count} Job(s)) is not pinned by a registry digest: every node must already "

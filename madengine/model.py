@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -24,6 +25,7 @@ _OPT_STR = {"type": ["string", "null"]}
 # anyOf alternatives are ordered most-common-first: fastjsonschema raises (slowly) on each miss.
 _STR_OR_LIST = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
 _BOOL = {"type": "boolean"}
+_OBJ = {"type": "object"}
 
 #: JSON schema of one raw model object, as written in a MAD package.
 MODEL_SCHEMA: dict[str, Any] = {
@@ -52,11 +54,31 @@ MODEL_SCHEMA: dict[str, Any] = {
         "training_precision": _STR,
         "additional_docker_run_options": _STR,
         "dockercontext": _OPT_STR,
+        # Keys of ROCm's model cards that have no Model field: known (no warning), kept in ``extra``.
+        "distributed": _OBJ,
+        "env_vars": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "slurm": _OBJ,
+        "k8s": _OBJ,
+        "kubernetes": _OBJ,
+        "deployment": _OPT_STR,
+        "nnodes": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\s*[0-9]+\s*$"}]},
+        "nproc_per_node": {"anyOf": [{"type": "integer", "minimum": 1},
+                                     {"type": "string", "pattern": r"^\s*[0-9]+\s*$"}]},
+        "launcher": _STR,
+        "gpu_architecture": _STR,
+        "docker_image": _STR,
+        "description": _STR,
     },
 }
 
-#: Keys a raw model object may carry; any other key is warned about and kept in ``Model.extra``.
+#: Keys of ROCm's cards kept in ``Model.extra`` (and passed through to the manifest) without a warning.
+KNOWN_EXTRA_KEYS: frozenset[str] = frozenset({
+    "distributed", "env_vars", "slurm", "k8s", "kubernetes", "deployment", "nnodes", "nproc_per_node",
+    "launcher", "gpu_architecture", "docker_image", "description"})
+#: Keys a raw model object may carry; any other key is warned about (once per key) and kept in ``extra``.
 RAW_KEYS: frozenset[str] = frozenset(MODEL_SCHEMA["properties"])
+#: Keys that become Model fields.
+FIELD_KEYS: frozenset[str] = RAW_KEYS - KNOWN_EXTRA_KEYS
 #: Keys madengine itself adds in :meth:`Model.to_dict`; a MAD file may not use them.
 RESERVED_KEYS: frozenset[str] = frozenset({"source", "dir", "params", "extra"})
 
@@ -84,11 +106,77 @@ _FIELD_HELP: dict[str, tuple[str, str]] = {
     "training_precision": ("training_precision is a string", '"training_precision": "fp16"'),
     "additional_docker_run_options": ("additional_docker_run_options is one string of docker run options",
                                       '"additional_docker_run_options": "--shm-size 8g"'),
-    "dockercontext": ("dockercontext is a build-context folder path, or null", '"dockercontext": "docker"'),
+    "dockercontext": ("dockercontext is a build-context folder relative to the MAD root, or null",
+                      '"dockercontext": "docker"'),
+    "distributed": ("distributed is an object (launcher settings)", '"distributed": {"launcher": "torchrun"}'),
+    "env_vars": ("env_vars maps variable names to string values", '"env_vars": {"MODEL_NAME": "llama"}'),
+    "slurm": ("slurm is an object of SLURM settings", '"slurm": {"nodes": 2}'),
+    "k8s": ("k8s is an object of Kubernetes settings", '"k8s": {"namespace": "mad"}'),
+    "kubernetes": ("kubernetes is an object of Kubernetes settings", '"kubernetes": {"namespace": "mad"}'),
+    "nnodes": ("nnodes is a positive integer (or a string of digits)", '"nnodes": 2'),
+    "nproc_per_node": ("nproc_per_node is a positive integer (or a string of digits)", '"nproc_per_node": 8'),
 }
 
 _validator: Callable[[Any], Any] | None = None
 _schema_exc: type[Exception] = Exception
+
+# A hand-written check of the same rules, for the common case of a valid card: discovery of thousands
+# of cards must not pay for the general validator (or its import). It may be stricter than the schema,
+# never more lenient: whatever it refuses goes to the schema, which has the last word and the message.
+_COUNT = re.compile(r"\s*(-1|[0-9]+)\s*").fullmatch
+_POSITIVE = re.compile(r"\s*[0-9]+\s*").fullmatch
+_SCALARS = (str, int, float, bool)
+
+
+_NULLABLE = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items()
+                      if isinstance(rule.get("type"), list) and "null" in rule["type"]) | {"timeout"}
+_PLAIN_STR = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items()
+                       if rule.get("type") in ("string", ["string", "null"]) and "pattern" not in rule
+                       and "minLength" not in rule) | {"name"}  # name: non-empty, checked first
+_LISTS = frozenset({"tags", "skip_gpu_arch"})
+_MINIMUM = {"n_gpus": -1, "timeout": -1, "nnodes": 1, "nproc_per_node": 1}
+_OBJECTS = frozenset(k for k, rule in MODEL_SCHEMA["properties"].items() if rule == {"type": "object"})
+_BOOLS = frozenset({"deprecated", "is_deprecated"})
+
+
+def _fast_valid(raw: Any) -> bool:
+    """True when ``raw`` certainly satisfies :data:`MODEL_SCHEMA` (False: ask the schema)."""
+    if type(raw) is not dict:
+        return False
+    name = raw.get("name")
+    if type(name) is not str or not name:
+        return False
+    for key, value in raw.items():
+        kind = type(value)
+        if kind is str:
+            if key in _PLAIN_STR or key not in RAW_KEYS:
+                continue
+            low = _MINIMUM.get(key)
+            if low is None or (_COUNT if low < 0 else _POSITIVE)(value) is None:
+                return False
+        elif key not in RAW_KEYS:
+            continue
+        elif kind is list:
+            if key not in _LISTS or not all(type(x) is str for x in value):
+                return False
+        elif kind is int:
+            low = _MINIMUM.get(key)
+            if low is None or value < low:
+                return False
+        elif value is None:
+            if key not in _NULLABLE:
+                return False
+        elif kind is dict:
+            if key in _OBJECTS:
+                continue
+            if key != "env_vars" or not all(type(x) in _SCALARS for x in value.values()):
+                return False
+        elif kind is bool:
+            if key not in _BOOLS:
+                return False
+        else:
+            return False
+    return True
 
 
 def validate_raw(raw: Any, *, where: str, index: int) -> None:
@@ -97,6 +185,8 @@ def validate_raw(raw: Any, *, where: str, index: int) -> None:
     Raises InvalidInputError naming ``where`` (the file), the model (name or entry index) and the field.
     """
     global _validator, _schema_exc
+    if _fast_valid(raw):
+        return
     if _validator is None:
         import fastjsonschema
 
@@ -258,13 +348,23 @@ def _show(value: Any) -> str:
     return f"{text} ({_json_type(value)})"
 
 
+_RELOCATED: dict[tuple[str, str | None], str] = {}  # cards of one folder share their few paths
+
+
 def relocate_path(value: str, base: str | None) -> str:
     """A path of a MAD file, relative to its folder ``base``, normalised relative to the MAD root."""
     if not value:
         return value
-    if base is None or value.startswith("/"):
-        return posixpath.normpath(value)
-    return posixpath.normpath(f"{base}/{value}")
+    key = (value, base)
+    done = _RELOCATED.get(key)
+    if done is None:
+        if base is None or value.startswith("/"):
+            done = posixpath.normpath(value)
+        else:
+            done = posixpath.normpath(f"{base}/{value}")
+        if len(_RELOCATED) < 100_000:
+            _RELOCATED[key] = done
+    return done
 
 
 def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", dir: str | None = None,
@@ -273,16 +373,20 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
 
     ``where`` names the file (or script) for messages; ``index`` is the entry's position there.
     Unknown keys are kept in ``extra``; when ``warned`` is a set they are also logged once per key
-    (the set records which keys were already reported for this file).
+    (the set records which keys were already reported: discovery shares one set across all files).
     With ``relocate`` the object is read as written in a MAD file: the name gets the ``<dir>/`` prefix
-    and relative ``dockerfile``, ``scripts`` and ``dockercontext`` paths are resolved against
-    ``scripts/<dir>/`` (just normalised for root models), ending up relative to the MAD root.
+    and relative ``dockerfile`` and ``scripts`` paths are resolved against ``scripts/<dir>/`` (just
+    normalised for root models), ending up relative to the MAD root; ``dockercontext`` is always
+    relative to the MAD root (ROCm's rule: a generator's ``dockercontext="."`` is the MAD root).
     """
     validate_raw(raw, where=where, index=index)
     extra: dict[str, Any] = {}
-    if not RAW_KEYS.issuperset(raw):
+    if not FIELD_KEYS.issuperset(raw):
         for key in raw:
-            if key in RAW_KEYS:
+            if key in FIELD_KEYS:
+                continue
+            if key in KNOWN_EXTRA_KEYS:
+                extra[key] = raw[key]
                 continue
             if key in RESERVED_KEYS:
                 if warned is not None and key not in warned:
@@ -301,7 +405,7 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
     name = raw["name"]
     dockerfile = get("dockerfile") or ""
     scripts = get("scripts") or ""
-    dockercontext = _opt_str(get("dockercontext"))
+    dockercontext = get("dockercontext") or None
     if relocate:
         base = None
         if dir is not None:
@@ -310,18 +414,19 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         dockerfile = relocate_path(dockerfile, base)
         scripts = relocate_path(scripts, base)
         if dockercontext:
-            dockercontext = relocate_path(dockercontext, base)
+            # ROCm's rule: dockercontext is relative to the MAD root, never to the card's folder.
+            dockercontext = relocate_path(dockercontext, None)
     return Model(
         name=name,
         tags=_as_list(get("tags")),
         dockerfile=dockerfile,
         scripts=scripts,
         args=get("args") or "",
-        n_gpus=int(n_gpus),
-        timeout=None if timeout is None else int(timeout),
-        multiple_results=_opt_str(get("multiple_results")),
-        data=_opt_str(get("data")),
-        cred=_opt_str(get("cred")),
+        n_gpus=n_gpus if type(n_gpus) is int else int(n_gpus),
+        timeout=timeout if timeout is None or type(timeout) is int else int(timeout),
+        multiple_results=get("multiple_results") or None,
+        data=get("data") or None,
+        cred=get("cred") or None,
         skip_gpu_arch=_as_list(get("skip_gpu_arch")),
         deprecated=bool(get("deprecated") or get("is_deprecated")),
         url=get("url") or "",

@@ -34,7 +34,7 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import (
 )
 
 from madengine.atomic import write_text_atomic
-from madengine.errors import InvalidInputError, MadError
+from madengine.errors import ExitCode, InvalidInputError, MadError
 from madengine.pathlock import LockTimeout, PathLock
 
 __all__ = [
@@ -412,3 +412,39 @@ def workflow_summary(build_phase: Any, run_phase: Any, **extra: Any) -> dict[str
         "run_phase": run,
         "overall_success": build_failures == 0 and _run_failures(run) == 0,
     }
+
+
+class ResultsSink:
+    """Where every executor's results go, local and cluster alike: the rows to perf.csv (under its
+    lock, with ``relative_change`` filled from a baseline), then the attempt to the run's ledger.
+
+    The row comes first: a row perf.csv did not take is never ledgered as done, so ``--resume`` runs
+    that model again. A perf.csv that refuses rows stops the run with a :class:`PerfCsvError` saying how
+    to get them back.
+    """
+
+    def __init__(self, output: Path | str, ledger: Any, run_id: str,
+                 baseline_rows: list[dict[str, str]] | None = None) -> None:
+        self.perf = PerfCsv(output)
+        self.ledger = ledger
+        self.run_id = run_id
+        self._baseline = baseline_rows
+
+    def record(self, key: str, host: str, attempt: int, rows: list[dict[str, str]], *, log_path: str = "",
+               infra_error: bool = False, final: bool = True) -> None:
+        """One finished attempt. ``final`` false (an infrastructure failure that will be retried): only
+        the ledger hears of it, perf.csv gets the retry's rows."""
+        if final:
+            if self._baseline:
+                from madengine.compare import apply_baseline
+
+                rows = apply_baseline(rows, self._baseline)
+            try:
+                self.perf.append(rows)
+            except PerfCsvError as e:
+                stop = PerfCsvError(f"{e.message}; the run stopped there",
+                                    hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
+                                         f"{self.run_id}` runs this model and the ones after it again.")
+                stop.exit_code = ExitCode.RUN_FAILURE  # the run failed; its input was fine
+                raise stop from None
+        self.ledger.record(key, host, attempt, rows, log_path=log_path, infra_error=infra_error)

@@ -5,7 +5,12 @@ A tag is ``SELECTOR[:PART]...``:
 * ``dummy`` selects models whose name is ``dummy`` or whose ``tags`` list holds ``dummy``;
   ``all`` selects every model.
 * ``dummy2/dummy_2`` and ``dummy2:dummy_2`` select model ``dummy_2`` of ``scripts/dummy2/`` (full
-  name ``dummy2/dummy_2``); ``dummy3/all`` and ``dummy3:all`` select every model of that dir.
+  name ``dummy2/dummy_2``); ``dummy3/all`` and ``dummy3:all`` select every model of that dir. Dirs
+  nest: ``MAD-private/inference/m`` (or ``MAD-private/inference:m``) is model ``m`` of
+  ``scripts/MAD-private/inference/`` (the longest dir the tag starts with wins).
+* a simple tag that matches no card name or tag selects the scripts-dir cards whose short name it is
+  (``pyt_vllm_deepseek-r1`` → ``vllm/pyt_vllm_deepseek-r1``); in several dirs, all of them, with a
+  warning (discovery does this: it knows the cards).
   ``a:b`` is dir:model only when ``a`` is a scripts dir and ``b`` has no ``=``; otherwise ``a`` is a
   simple tag and ``b`` its first parameter.
 * every further ``k=v`` part is a parameter: it is handed to a ``get_models_json.py`` that accepts
@@ -105,9 +110,14 @@ def parse_tag(tag: str, dir_names: Collection[str] = ()) -> TagSpec:
         raise _bad_tag(tag, f"{head!r} is a parameter; put a model name or tag before it")
     kind, name, dir_, rest = "simple", head, None, parts[1:]
     if "/" in head:
-        prefix, _, sub = head.partition("/")
-        if prefix in dir_names and sub:
-            kind, name, dir_ = "dir", sub, prefix
+        # The longest scripts dir the head starts with: dirs nest (``MAD-private/inference/model``).
+        cut = len(head)
+        while (cut := head.rfind("/", 0, cut)) > 0:
+            if head[:cut] in dir_names and head[cut + 1:]:
+                kind, name, dir_ = "dir", head[cut + 1:], head[:cut]
+                break
+        if kind == "simple" and head in dir_names and rest and "=" not in rest[0]:
+            kind, name, dir_, rest = "dir", rest[0], head, rest[1:]
     elif head in dir_names and rest and "=" not in rest[0]:
         kind, name, dir_, rest = "dir", rest[0], head, rest[1:]
     elif head == ALL:

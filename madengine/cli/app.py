@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from madengine import __version__
+from madengine.cli._fastparams import install as _install_fast_params
 from madengine.cli.commands.build import build
 from madengine.cli.commands.compare import compare
 from madengine.cli.commands.discover import discover
@@ -27,6 +28,8 @@ from madengine.errors import ExitCode
 
 if TYPE_CHECKING:
     from madengine.errors import MadError
+
+_install_fast_params()  # before any command parses its options: keeps Pydantic out of start-up
 
 HELP = "Discover, build and run AI models from a MAD package, on this host or across a cluster."
 
@@ -46,25 +49,25 @@ def _global_options(version: VersionOpt = False, verbose: VerboseOpt = False) ->
     set_verbose(verbose)
 
 
-def _make_app(name: str, *, full: bool) -> typer.Typer:
+def _make_app(name: str) -> typer.Typer:
     app = typer.Typer(name=name, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
                       rich_markup_mode=None,
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_global_options)
-    if full:
-        app.command("build")(build)
-        app.command("run")(run)
-        app.add_typer(generate_app, name="generate")
-        app.command("export-config")(export_config)
-        app.command("compare")(compare)
-        app.command("report")(report)
+    app.command("build")(build)
+    app.command("run")(run)
+    app.add_typer(generate_app, name="generate")
+    app.command("export-config")(export_config)
+    app.command("compare")(compare)
+    app.command("report")(report)
     app.command("discover")(discover)
     return app
 
 
-app = _make_app("madengine-cli", full=True)
-# `madengine` is the upstream-compatible entry point; it keeps `madengine discover`.
-legacy_app = _make_app("madengine", full=False)
+app = _make_app("madengine-cli")
+# `madengine` is ROCm madengine 2.x's one command (MAD's Quick Start: `madengine run --tags ...`): the same
+# commands as madengine-cli, under the name the hub's docs use.
+legacy_app = _make_app("madengine")
 
 
 def _accept_click_completion_style(prog_name: str) -> None:

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from madengine.cli.completion import complete_tags
+from madengine.run_settings import DEFAULT_DATA_CONFIG as DEFAULT_DATA_CONFIG  # re-exported: one definition
+from madengine.run_settings import DEFAULT_MANIFEST as DEFAULT_MANIFEST
+from madengine.run_settings import DEFAULT_TOOLS_CONFIG as DEFAULT_TOOLS_CONFIG
 
 MadDirOpt = Annotated[
     Path | None,
@@ -73,14 +76,11 @@ ManifestFileOpt = Annotated[
     Path, typer.Option("--manifest-file", "-m", help="Build manifest to read.", dir_okay=False, metavar="FILE")
 ]
 ExecConfigOpt = Annotated[
-    Path, typer.Option("--execution-config", "-e", help="Execution config from export-config.",
-                       dir_okay=False, metavar="FILE")
+    Path, typer.Option("--execution-config", "-e", dir_okay=False, metavar="FILE",
+                       help="Execution config from export-config (if absent: the manifest's context and options).")
 ]
 
-DEFAULT_DATA_CONFIG = Path("data.json")
-DEFAULT_TOOLS_CONFIG = Path("scripts/common/tools.json")
 DEFAULT_PERF_CSV = Path("perf.csv")
-DEFAULT_MANIFEST = Path("build_manifest.json")
 DEFAULT_EXEC_CONFIG = Path("execution_config.json")
 ManifestOutputOpt = Annotated[
     Path,

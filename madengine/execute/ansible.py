@@ -22,16 +22,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 
 from madengine.atomic import write_json_atomic
-from madengine.credentials import CredentialError, Credentials
+from madengine.credentials import ENV_PASSWORD, SECRETS_ENV_MARKER, CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute import schedule
 from madengine.execute.image_copy import cache_dir, images_for, save_images
@@ -42,12 +43,14 @@ from madengine.execute.local import (
     ModelRun,
     RunOptions,
     RunReport,
-    row_sink,
-    run_context,
+    _read_json,
+    local_run_context,
+    results_sink,
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
-from madengine.results import summarize
+from madengine.results import ResultsSink, summarize
+from madengine.tools_config import effective_tools_config
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +149,8 @@ def _close_control_masters(control_dir: Path) -> None:
 def _secret_vars(manifest: Manifest, options: RunOptions, mad_dir: Path) -> dict[str, Any]:
     credentials = Credentials.load(mad_dir)
     registry = options.registry or manifest.registry
-    secrets: dict[str, Any] = {"run_models_cred_env": {}}
+    # The controller's MAD_SECRETS* variables reach every container (as in a local run).
+    secrets: dict[str, Any] = {"run_models_cred_env": {}, "run_models_secret_env": credentials.secret_env_build_args()}
     if registry:
         login = credentials.registry_login(registry)
         if login.has_login:
@@ -166,7 +170,7 @@ class _Collector:
     """Turns runner events into rows as they arrive; thread-safe (runner callbacks)."""
 
     def __init__(self, plan: Mapping[str, list[str]], names: Mapping[str, str],
-                 sink: Callable[[list[dict[str, str]]], None], listener: Listener, run_id: str,
+                 sink: ResultsSink, listener: Listener, run_id: str,
                  ledger: Ledger, final: bool) -> None:
         self.plan = plan
         self.names = names
@@ -239,10 +243,8 @@ class _Collector:
         The rows go to perf.csv before the ledger line: a row that could not be written is never
         ledgered as done, so `--resume` runs it again."""
         retried = infra and not self.final
-        if not retried:
-            self.sink(run.rows)
-        self.ledger.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
-                           infra_error=infra)
+        self.sink.record(key, host, self.attempts[(host, key)], run.rows, log_path=run.log_path,
+                         infra_error=infra, final=not retried)
         self.done[(host, key)] = run
         if retried:
             self.retry.add((host, key))
@@ -291,6 +293,20 @@ def plan_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOption
     return schedule.shard(keys, hosts, schedule.estimates_for(str(options.output), models))
 
 
+@contextlib.contextmanager
+def _without_secret_env() -> Iterator[None]:
+    """The process environment without MAD_SECRETS* and the registry password while ansible-runner runs:
+    it records its whole environment in ``artifacts/<play>/command``. The values reach the play through
+    the secrets file (``run_models_secret_env``, the registry login) instead."""
+    saved = {k: v for k, v in os.environ.items() if SECRETS_ENV_MARKER in k or k == ENV_PASSWORD}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, extravars: dict[str, Any],
           secrets: dict[str, Any], collector: _Collector) -> None:
     """One ansible-runner play; afterwards every planned cell of the collector is settled."""
@@ -301,11 +317,12 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
             json.dump(secrets, handle)
-        runner = ansible_runner.run(
-            private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
-            inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
-            envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
-            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+        with _without_secret_env():
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
+                inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
+                envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
+                quiet=True, event_handler=collector.on_event, suppress_env_files=True)
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
         _close_control_masters(control_dir)
@@ -349,7 +366,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
                 "Cluster hosts cannot get the images: the manifest has no registry",
                 hint="build with --registry HOST:PORT so every node can pull by digest",
                 example="madengine-cli run --inventory cluster.yml --tags dummy --registry 127.0.0.1:5000")
-    context = run_context(manifest, options.context, detect=False)
+    context = local_run_context(manifest, options.context, detect=False)
     pdd = (cluster.runs_dir / options.run_id).absolute()
     (pdd / "env").mkdir(parents=True, exist_ok=True)
     (pdd / "project").mkdir(exist_ok=True)
@@ -373,11 +390,16 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         "run_models_image_transfer": cluster.image_transfer,
         "run_models_hosts": ",".join(plan),
     }
-    if options.tools_config:
-        extravars["run_models_tools_config"] = str(options.tools_config)
+    if options.tools_config or context.get("tools"):
+        # A MAD tree without tools.json (the hub's) uses madengine's default, as a local run does.
+        extravars["run_models_tools_config"] = str(effective_tools_config(options.tools_config))
     if options.data_config:
         extravars["run_models_data_config"] = str(options.data_config)
-    sink = row_sink(options)
+    # Warned once here; each host says it again in its log and rows (host paths are checked there).
+    for problem in data_problems([e.model.to_dict() for e in manifest.entries()],
+                                 _read_json(options.data_config, "data config"), str(mad_dir),
+                                 exists=lambda _path: True).values():
+        logger.warning("%s: the models using it run without it", problem)
     for host, keys in plan.items():
         for key in keys:
             emit("start", f"{host} · {names[key]}", {"image": ""})
@@ -385,6 +407,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, emit)
     ledger = Ledger(options.runs_dir, options.run_id)
     ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
+    sink = results_sink(options, ledger)
     started = time.monotonic()
     settled: dict[tuple[str, str], ModelRun] = {}
     pending = {host: keys for host, keys in plan.items() if keys}

@@ -18,26 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     _open_log,
     execute_model,
     log_path,
-    preflight,
     preflight_context,
+    preflight_model,
     prepare_context,
 )
+from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._request import run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
 from madengine.context import resolve_run_context
 from madengine.credentials import CredentialError, Credentials
-from madengine.errors import ExitCode, InvalidInputError
+from madengine.errors import InvalidInputError
 from madengine.hostinfo import detect_host
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest, ManifestEntry
-from madengine.results import PerfCsv, PerfCsvError, RunSummary, new_run_id, summarize
+from madengine.results import PerfCsv, ResultsSink, RunSummary, new_run_id, summarize
+from madengine.tools_config import effective_tools_config, tools_config_name
 
 logger = logging.getLogger(__name__)
 
@@ -119,42 +123,34 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
-def run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
-    """The manifest's context, overridden by the run's own -c/-f context, completed from this host
-    (unless `detect` is false: cluster hosts detect their own GPUs).
-
-    Secrets are masked in the manifest; a masked env value that the run does not supply again is
-    dropped (with a warning) rather than passed to the container as `******`.
-    """
-    context = {**manifest.context, **given}
-    env = dict(context.get("docker_env_vars") or {})
-    for key, value in list(env.items()):
-        if value == MASK:
+def local_run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
+    """The run context every executor uses (``_request.run_context``: the manifest's, overridden by the
+    run's own -c/-f context, without values the manifest masked), completed from this host unless
+    `detect` is false (cluster hosts detect their own GPUs). A dropped masked value is warned about."""
+    context = run_context(manifest.context, given)
+    for key, value in (manifest.context.get("docker_env_vars") or {}).items():
+        if value == MASK and key not in context["docker_env_vars"]:
             logger.warning("docker_env_vars.%s was masked in the manifest; pass it again with -c", key)
-            del env[key]
-    context["docker_env_vars"] = env
     return resolve_run_context(context) if detect else context
 
 
-def host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
-    info = detect_host()
-    return {"gpu_vendor": context.get("gpu_vendor") or info.gpu_vendor,
-            "gpu_count": int(context.get("gpu_count") or info.gpu_count or 0),
-            "gpu_architecture": context.get("gpu_architecture") or info.gpu_architecture,
-            "render_devices": list(info.render_devices)}
+def this_host_facts(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a run on this host uses: its detection completed by the context, exactly as a
+    cluster host's (``_facts.run_facts``)."""
+    return run_facts(context, gpu_facts(detect_host()))[1]
 
 
 def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: Path) -> dict[str, Any]:
-    """The context with its tools resolved against the tools config (read from `tools_config`).
+    """The context with its tools resolved against the tools config (read from `tools_config`; madengine's
+    default tools config when that file does not exist).
 
-    Raises InvalidInputError (exit 4) for an unknown tool, a missing tools config, or a missing pre/post
+    Raises InvalidInputError (exit 4) for an unknown tool, a malformed tools config, or a missing pre/post
     script path; the full workflow calls it before building, execution before any container.
     """
-    tools_name = str(tools_config) if tools_config else "tools config"
+    if context.get("tools"):  # a MAD tree without tools.json (the hub's) uses madengine's default
+        tools_config = effective_tools_config(tools_config)
+    tools_name = tools_config_name(tools_config) if tools_config else "the tools config"
     tools = _read_json(tools_config, "tools config")
-    if context.get("tools") and not tools:
-        raise InvalidInputError(f"tools are requested but the tools config {tools_name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
     try:
         context = prepare_context(context, tools, tools_name)
     except ValueError as e:
@@ -169,19 +165,26 @@ def check_context(context: dict[str, Any], tools_config: Path | None, mad_dir: P
 
 
 def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> list[tuple[ManifestEntry, dict]]:
-    """One execute_model request per manifest entry; every bad input is found before anything runs."""
-    context = check_context(run_context(manifest, options.context), options.tools_config, mad_dir)
+    """One execute_model request per manifest entry. A bad context is exit 4 before anything runs; a bad
+    card (its script missing, an unknown ``cred``) gets an ``error``: its FAILURE row, the others run.
+    Data that will not be mounted is warned about once per data source."""
+    context = check_context(local_run_context(manifest, options.context), options.tools_config, mad_dir)
     data_config = _read_json(options.data_config, "data config")
     credentials = Credentials.load(mad_dir)
-    facts = host_facts(context)
-    requests, problems = [], []
-    for entry in manifest.entries():
-        model = entry.model.to_dict()
-        problems += preflight(model, context, str(mad_dir))
-        cred_env: dict[str, str] = {}
+    # The host's MAD_SECRETS* variables reach every container (as upstream), masked like credentials.
+    secret_env = credentials.secret_env_build_args()
+    facts = this_host_facts(context)
+    models = [entry.model.to_dict() for entry in manifest.entries()]
+    for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
+        logger.warning("%s: the models using it run without it", problem)
+    requests = []
+    for entry, model in zip(manifest.entries(), models, strict=True):
+        # A bad card is that card's FAILURE row; the other cards run.
+        problems = preflight_model(model, str(mad_dir))
+        cred_env: dict[str, str] = dict(secret_env)
         if entry.model.cred:
             try:
-                cred_env = credentials.cred_build_args(entry.model.cred)
+                cred_env.update(credentials.cred_build_args(entry.model.cred))
             except CredentialError as e:
                 problems.append(str(e))
         requests.append((entry, {
@@ -199,35 +202,38 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
                         "force_mirror_local": options.force_mirror_local},
             "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
             "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
+            **({"error": "; ".join(problems)} if problems else {}),
         }))
-    if problems:
-        raise InvalidInputError("Cannot run: " + "; ".join(problems),
-                                hint="fix the paths in the model definitions or the context; nothing was run")
     return requests
 
 
-def row_sink(options: RunOptions) -> Callable[[list[dict[str, str]]], None]:
-    """Appends rows to perf.csv (with relative_change filled when there is a baseline)."""
-    perf = PerfCsv(options.output)
-    if not options.baseline_rows:
-        return perf.append
-    from madengine.compare import apply_baseline
-
-    baseline = options.baseline_rows
-    return lambda rows: perf.append(apply_baseline(rows, baseline))
+#: Intermediate perf files that ``--cleanup-perf`` removes from the output directory (those upstream
+#: madengine leaves beside perf.csv); perf.csv and perf_super files stay.
+PERF_INTERMEDIATES = ("perf_entry.csv", "perf_entry.json", "perf_entry_super.json", "perf_entry_super.csv")
 
 
-def _append_or_stop(append: Callable[[list[dict[str, str]]], None], rows: list[dict[str, str]],
-                    options: RunOptions) -> None:
-    """Append `rows` to perf.csv; when it cannot take them, stop the run saying how to get them back."""
-    try:
-        append(rows)
-    except PerfCsvError as e:
-        stop = PerfCsvError(f"{e.message}; the run stopped there",
-                            hint=f"{e.hint + ' ' if e.hint else ''}Then `madengine-cli run --resume "
-                                 f"{options.run_id}` runs this model and the ones after it again.")
-        stop.exit_code = ExitCode.RUN_FAILURE  # the run failed; its input was fine
-        raise stop from None
+def cleanup_perf_files(output_dir: Path, run_dir: Path | None = None) -> list[Path]:
+    """``--cleanup-perf`` (upstream's flag): remove the intermediate perf files, keep perf.csv.
+
+    Removes :data:`PERF_INTERMEDIATES` in ``output_dir`` and the per-model rows files (``*.rows.json``)
+    of a cluster run under ``run_dir`` (``runs/<run_id>``); every row is in perf.csv already.
+    Returns the removed paths.
+    """
+    candidates = [Path(output_dir) / name for name in PERF_INTERMEDIATES]
+    if run_dir is not None and Path(run_dir).is_dir():
+        candidates += sorted(Path(run_dir).rglob("*.rows.json"))
+    removed = []
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def results_sink(options: RunOptions, ledger: Ledger) -> ResultsSink:
+    """The run's one sink for rows and ledger records (see results.ResultsSink)."""
+    return ResultsSink(options.output, ledger, options.run_id, options.baseline_rows)
 
 
 def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any], auth: Any,
@@ -236,6 +242,8 @@ def _attempt(engine: EngineClient, entry: ManifestEntry, request: dict[str, Any]
     name = entry.model.name
     row_kw = {"host": "localhost", "run_id": request["run_id"], "image": request["image"],
               "docker_file": entry.image.dockerfile}
+    if request.get("error"):  # the card cannot run (its script is missing): its row says why
+        return ModelRun(name, [failure_row(request["model"], request["error"], **row_kw)], ""), False
     try:
         emit("pull", name, {"image": request["image"]})
         ensure_image(engine, request["image"], entry.image.image_digest or "", auth)
@@ -286,9 +294,9 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
     registry = options.registry or manifest.registry
     credentials = Credentials.load(mad_dir)
     auth = credentials.registry_login(registry).auth_config() if registry else None
-    append = row_sink(options)
     ledger = Ledger(options.runs_dir, options.run_id)
     ledger.start({**options.ledger_meta, "cells": [[e.key, "localhost"] for e in manifest.entries()]})
+    sink = results_sink(options, ledger)
     previous = ledger.load()
     started = time.monotonic()
     runs: list[ModelRun] = []
@@ -302,10 +310,8 @@ def run_manifest(manifest: Manifest, options: RunOptions, mad_dir: Path,
             if attempt > 1:  # each attempt keeps its own log
                 request = {**request, "output_dir": str(options.output_dir / f"attempt-{attempt}")}
             run, infra = _attempt(engine, entry, request, auth, emit)
-            if not infra or attempt == last:
-                # The row first, then the ledger: a row perf.csv did not take is not ledgered as done.
-                _append_or_stop(append, run.rows, options)
-            ledger.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra)
+            sink.record(entry.key, "localhost", attempt, run.rows, log_path=run.log_path, infra_error=infra,
+                        final=not infra or attempt == last)
             if not infra:
                 break
             if attempt < last:

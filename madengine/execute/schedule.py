@@ -8,9 +8,11 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
+from ansible_collections.mad.engine.plugins.module_utils._runspec import DEFAULT_TIMEOUT
+
 from madengine.results import read_rows
 
-DEFAULT_ESTIMATE_S = 7200.0
+DEFAULT_ESTIMATE_S = float(DEFAULT_TIMEOUT)
 
 
 def replicate(keys: Sequence[str], hosts: Sequence[str]) -> dict[str, list[str]]:

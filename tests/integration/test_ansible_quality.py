@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tracked_tree import copy_tracked
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO / "collections" / "ansible_collections" / "mad" / "engine"
@@ -74,7 +75,7 @@ def test_ansible_lint_production_on_a_generated_bundle(docker_client, base_image
 
     uid = f"ql{secrets.token_hex(4)}"
     mad = tmp_path / "MAD"
-    shutil.copytree(REPO / "examples" / "MAD", mad, ignore=shutil.ignore_patterns("__pycache__", ".ruff_cache"))
+    copy_tracked(REPO / "examples" / "MAD", mad)
     models = [dict(m, name=f"{uid}_{m['name']}") for m in json.loads((mad / "models.json").read_text())]
     (mad / "models.json").write_text(json.dumps(models, indent=1))
     env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8", COLUMNS="200", NO_COLOR="1")

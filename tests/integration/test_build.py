@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK
+from tracked_tree import copy_tracked
 
 from madengine.build import BuildOptions, build_models
 from madengine.cli.app import app, invoke
 from madengine.cli.render.build import summary_table
-from madengine.context import MASK
 from madengine.discover import discover_models
 from madengine.manifest import load_manifest
 
@@ -535,7 +536,7 @@ def test_no_engine_is_a_clear_build_error(capsys, tmp_path, made, monkeypatch) -
 def test_example_mad_builds_and_pushes(capsys, tmp_path, docker_client, registry, monkeypatch) -> None:
     """The bundled example through the CLI from inside a copy of it (cwd = MAD dir, default paths)."""
     mad = tmp_path / "MAD"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "MAD", mad)
+    copy_tracked(Path(__file__).resolve().parents[2] / "examples" / "MAD", mad)
     monkeypatch.chdir(mad)
     monkeypatch.delenv("MAD_DIR", raising=False)
     monkeypatch.delenv("MODEL_DIR", raising=False)

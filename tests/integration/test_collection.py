@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tracked_tree import copy_tracked
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO / "collections" / "ansible_collections" / "mad" / "engine"
@@ -109,7 +110,7 @@ class Made:
 
 def _copy_mad(root: Path, uid: str) -> Path:
     mad = root / "MAD"
-    shutil.copytree(REPO / "examples" / "MAD", mad, ignore=shutil.ignore_patterns(".ruff_cache", "__pycache__"))
+    copy_tracked(REPO / "examples" / "MAD", mad)
     models = json.loads((mad / "models.json").read_text())
     for entry in models:
         entry["name"] = f"{uid}_{entry['name']}"

@@ -14,13 +14,13 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tracked_tree import copy_tracked
 
 from madengine.cli.app import app, invoke
 from madengine.k8s import parse_result_blocks
@@ -102,7 +102,7 @@ class PodEmulator:
 @pytest.fixture
 def k8s_bundle(tmp_path: Path, base_image: str, monkeypatch) -> Path:
     mad = tmp_path / "MAD"
-    shutil.copytree(EXAMPLE, mad, ignore=shutil.ignore_patterns(".ruff_cache", "__pycache__"))
+    copy_tracked(EXAMPLE, mad)
     (mad / "scripts/dummy_slow").mkdir()
     (mad / "scripts/dummy_slow/run.sh").write_text("#!/bin/bash\necho starting\nsleep 60\necho 'performance: 1 x'\n")
     (mad / "scripts/echo_perf").mkdir()

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tracked_tree import copy_tracked
 
 REPO = Path(__file__).resolve().parents[2]
 CTX = '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}'
@@ -213,7 +214,7 @@ def test_run_inventory_uses_the_wheels_collection(installed: Installed, docker_c
     """`madengine-cli run --inventory` without ANSIBLE_COLLECTIONS_PATH: mad.engine.run_models from the wheel."""
     uid = f"mp{secrets.token_hex(4)}"
     mad = tmp_path / "MAD"
-    shutil.copytree(REPO / "examples" / "MAD", mad, ignore=IGNORE)
+    copy_tracked(REPO / "examples" / "MAD", mad)
     models = [dict(m, name=f"{uid}_{m['name']}") for m in json.loads((mad / "models.json").read_text())]
     (mad / "models.json").write_text(json.dumps(models, indent=1))
     inventory = tmp_path / "inventory.yml"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tracked_tree import copy_tracked
 
 from madengine import ansible_bundle
 from madengine.ansible_bundle import (
@@ -33,7 +34,7 @@ from madengine.ansible_bundle import (
 from madengine.cli.app import app, invoke
 from madengine.credentials import Credentials
 from madengine.errors import InvalidInputError
-from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
 from madengine.manifest import BuiltImage, Manifest, write_manifest
 from madengine.model import Model
 from madengine.templating import template_text
@@ -67,7 +68,7 @@ def load(text: str) -> Any:
 def mad(tmp_path: Path) -> Path:
     """examples/MAD plus distinctive secrets: a registry login, a `cred` model, a secret in a script."""
     root = tmp_path / "MAD"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".ruff_cache", "__pycache__"))
+    copy_tracked(EXAMPLE, root)
     (root / "credential.json").write_text(json.dumps({
         REGISTRY: {"username": "reguser", "password": PASSWORD},
         "hfcred": {"username": "bob", "token": TOKEN},
@@ -454,10 +455,8 @@ def test_cli_missing_inputs_exit_4(capsys, mad, tmp_path, monkeypatch):
     code, _, err = cli(capsys, "generate", "ansible", "--mad-dir", str(mad))
     assert code == 4 and "Build manifest not found" in err and "build" in err
     write_manifest(tmp_path / "build_manifest.json", manifest_of(models_of(mad, "dummy"), mad_dir=str(mad)))
-    code, _, err = cli(capsys, "generate", "ansible", "--mad-dir", str(mad))
-    assert code == 4 and "Execution config not found" in err and "export-config" in err
     code, _, err = cli(capsys, "generate", "ansible", "--mad-dir", str(mad), "--execution-config", "nope.json")
-    assert code == 4 and "nope.json" in err
+    assert code == 4 and "Execution config not found" in err and "nope.json" in err and "export-config" in err
     (tmp_path / "execution_config.json").write_text("{not json")
     code, _, err = cli(capsys, "generate", "ansible", "--mad-dir", str(mad))
     assert code == 4 and "malformed" in err
@@ -468,6 +467,20 @@ def test_cli_missing_inputs_exit_4(capsys, mad, tmp_path, monkeypatch):
     code, _, err = cli(capsys, "generate", "ansible", "--mad-dir", str(mad), "--output", "bundle/play.txt")
     assert code == 4 and ".yml" in err
     assert not (tmp_path / DEFAULT_PLAYBOOK).exists() and not (tmp_path / "bundle").exists()
+
+
+def test_cli_from_a_manifest_alone(capsys, mad, tmp_path, monkeypatch):
+    """No execution config: the manifest's context and run options stand in."""
+    monkeypatch.chdir(tmp_path)
+    manifest = manifest_of(models_of(mad, "dummy"), mad_dir=str(mad))
+    manifest.context = {**manifest.context, "docker_env_vars": {"OMP_NUM_THREADS": "4"}}
+    write_manifest(tmp_path / "build_manifest.json", manifest)
+    code, out, err = cli(capsys, "generate", "ansible", "--output", "site/play.yml")
+    assert code == 0, err
+    config = json.loads((tmp_path / "site" / "execution_config.json").read_text())
+    assert config["context"]["docker_env_vars"] == {"OMP_NUM_THREADS": "4"}
+    assert [m["name"] for m in config["models"]] == ["dummy"]
+    assert (tmp_path / "site" / "mad" / "scripts" / "dummy" / "run.sh").is_file()
 
 
 def test_templates_ship_in_the_package():

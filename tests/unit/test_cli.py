@@ -153,6 +153,23 @@ def test_bad_context_type_exit_4(capsys):
     assert "docker_env_vars" in err
 
 
+def test_madengine_offers_the_same_commands_as_madengine_cli(capsys):
+    """Issue 14 item 8: MAD's docs say `madengine run --tags ...`, `madengine build ...`."""
+    def commands(typer_app) -> set[str]:
+        import typer
+
+        group = typer.main.get_command(typer_app)
+        return set(group.commands)
+
+    assert commands(legacy_app) == commands(app)
+    assert {"run", "build", "generate", "export-config", "discover", "compare", "report"} <= commands(legacy_app)
+    code = invoke(legacy_app, ["run", "--help"], "madengine")
+    out, _ = capsys.readouterr()
+    assert code == 0 and "Usage: madengine run" in out
+    code = invoke(legacy_app, ["build", "--tags", "dummy", "--mad-dir", str(EXAMPLE), "-c", "{bad"], "madengine")
+    assert code == 4
+
+
 def test_legacy_entry_point_has_discover(capsys):
     code = invoke(legacy_app, ["discover", "--json", "--mad-dir", str(EXAMPLE), "--tags", "dummy"],
                   "madengine")

@@ -8,17 +8,27 @@ from typing import Any
 
 from madengine.execute.ansible import _Collector
 from madengine.ledger import Ledger
+from madengine.results import ResultsSink
 
 PLAN = {"node2": ["ci-a", "ci-b"]}
 NAMES = {"ci-a": "a", "ci-b": "b"}
 
 
+class Rows(list):
+    """The perf.csv side of a ResultsSink, in memory; the ledger side is the real one."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.sink = ResultsSink(Path("unused.csv"), ledger, "r1")
+        self.sink.perf.append = self.extend  # type: ignore[method-assign]
+
+
 def collector(tmp_path: Path) -> tuple[_Collector, list[tuple[str, str]], list[dict[str, str]]]:
     shown: list[tuple[str, str]] = []
-    rows: list[dict[str, str]] = []
     ledger = Ledger(tmp_path, "r1")
     ledger.start({"cells": []})
-    events = _Collector(PLAN, NAMES, rows.extend, lambda state, cell, data: shown.append((state, cell)), "r1",
+    rows = Rows(ledger)
+    events = _Collector(PLAN, NAMES, rows.sink, lambda state, cell, data: shown.append((state, cell)), "r1",
                         ledger, final=True)
     return events, shown, rows
 

@@ -11,11 +11,7 @@ from typing import Any
 import pytest
 
 from madengine.context import (
-    MASK,
-    SECRET_KEY_PATTERN,
-    mask_secrets,
     parse_context,
-    parse_gpu_ranges,
     require_build_context,
     resolve_run_context,
     validate_context,
@@ -290,29 +286,6 @@ def test_validate_rejects_non_object() -> None:
         validate_context(["gpu_vendor"], "x")  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- ranges
-
-
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("0", [0]),
-    ("0,2-4", [0, 2, 3, 4]),
-    ("4-6,0,5", [0, 4, 5, 6]),
-    ("3,3,1-2,2", [1, 2, 3]),
-    ("2-2", [2]),
-    (" 1 , 3 ", [1, 3]),
-    ("10-12", [10, 11, 12]),
-])
-def test_parse_gpu_ranges_good(spec: str, expected: list[int]) -> None:
-    assert parse_gpu_ranges(spec) == expected
-
-
-@pytest.mark.parametrize("spec", ["", " ", "3-1", "a", "1,,2", ",1", "1,", "-1", "1-", "1-2-3", "1.5",
-                                  "all", "0-99999999"])
-def test_parse_gpu_ranges_bad(spec: str) -> None:
-    with pytest.raises(ValueError):
-        parse_gpu_ranges(spec)
-
-
 # ---------------------------------------------------------------- build requirement
 
 
@@ -395,53 +368,12 @@ def test_resolve_does_not_detect_when_nothing_missing() -> None:
     assert ctx is not given and ctx["x"] is not given["x"]
 
 
-# ---------------------------------------------------------------- masking
+@pytest.mark.parametrize(("given", "stored"), [("0, 2 - 4", "0,2-4"), (3, "3"), ("all", "all"), (" 1 ,3", "1,3")])
+def test_docker_gpus_is_read_by_the_one_range_parser(given, stored) -> None:
+    from ansible_collections.mad.engine.plugins.module_utils._runspec import parse_gpu_ranges, select_gpus
 
-
-@pytest.mark.parametrize("key", ["password", "DB_PASS", "MY_PASSWORD", "client_secret", "HF_TOKEN",
-                                 "api_key", "AWS_ACCESS_KEY_ID", "credentials", "Authorization"])
-def test_secret_key_pattern_matches(key: str) -> None:
-    assert SECRET_KEY_PATTERN.search(key)
-
-
-@pytest.mark.parametrize("key", ["gpu_vendor", "docker_build_arg", "BASE_DOCKER", "model_args", "timeout"])
-def test_secret_key_pattern_ignores_ordinary_keys(key: str) -> None:
-    assert not SECRET_KEY_PATTERN.search(key)
-
-
-def test_mask_secrets_nested_and_not_mutating() -> None:
-    ctx = {
-        "gpu_vendor": "AMD",
-        "docker_build_arg": {"MAD_SECRETS_HF_TOKEN": "hf_abc", "BASE_DOCKER": "rocm/pytorch"},
-        "docker_env_vars": {"MY_PASSWORD": "hunter2", "HIP_VISIBLE_DEVICES": "0", "PORT": 8080},
-        "tools": [{"name": "x", "env_vars": {"API_KEY": "k", "LEVEL": "1"}}],
-        "secrets": {"hf": "abc", "list": ["a", ""], "flag": True, "n": None, "num": 1234},
-        "MAD_SECRETS": "plain",
-        "empty_token": "",
-    }
-    original = copy.deepcopy(ctx)
-    masked = mask_secrets(ctx)
-    assert masked == {
-        "gpu_vendor": "AMD",
-        "docker_build_arg": {"MAD_SECRETS_HF_TOKEN": MASK, "BASE_DOCKER": "rocm/pytorch"},
-        "docker_env_vars": {"MY_PASSWORD": MASK, "HIP_VISIBLE_DEVICES": "0", "PORT": 8080},
-        "tools": [{"name": "x", "env_vars": {"API_KEY": MASK, "LEVEL": "1"}}],
-        "secrets": {"hf": MASK, "list": [MASK, ""], "flag": True, "n": None, "num": MASK},
-        "MAD_SECRETS": MASK,
-        "empty_token": "",
-    }
-    assert MASK == "******"
-    assert ctx == original
-    masked["docker_build_arg"]["BASE_DOCKER"] = "changed"
-    assert ctx["docker_build_arg"]["BASE_DOCKER"] == "rocm/pytorch"
-
-
-def test_mask_secrets_on_lists_and_scalars() -> None:
-    assert mask_secrets([{"token": "t"}, {"name": "n"}]) == [{"token": MASK}, {"name": "n"}]
-    assert mask_secrets("hf_abc") == "hf_abc"  # no key, nothing to judge by
-    assert mask_secrets(None) is None
-
-
-def test_mask_secrets_mad_secrets_key_always_masked_even_if_pattern_changes() -> None:
-    assert mask_secrets({"MAD_SECRETS_X": "v", "mad_secrets_y": "w"}) == {"MAD_SECRETS_X": MASK,
-                                                                          "mad_secrets_y": MASK}
+    ctx = validate_context({"docker_gpus": given}, "--additional-context")
+    assert ctx["docker_gpus"] == stored
+    # What the context accepts, the container side selects from the same way (and vice versa).
+    if stored != "all":
+        assert select_gpus(1, given, 8) == parse_gpu_ranges(stored)[:1]

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK
 
-from madengine.context import MASK
 from madengine.credentials import (
     CredentialError,
     Credentials,

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK
 
 from madengine.build import BuildOptions, build_command, image_name, log_file_name, plan_builds, run_options
-from madengine.context import MASK
 from madengine.credentials import Credentials
 from madengine.dockerfiles import (
     base_image,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
 from rich.console import Console
 
 from madengine.cli.app import app, invoke
-from madengine.context import mask_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "MAD"

@@ -18,11 +18,12 @@ from typing import Any
 import kubernetes_validate  # the test extra: validation must run, never be skipped
 import pytest
 import yaml
+from tracked_tree import copy_tracked
 
 from madengine import __version__
 from madengine.cli.app import app, invoke
 from madengine.errors import InvalidInputError
-from madengine.export import ExportOptions, build_execution_config, execution_config_from_dict
+from madengine.execution_config import ExportOptions, build_execution_config, execution_config_from_dict
 from madengine.k8s import (
     DEADLINE_GRACE,
     KUBERNETES_VERSION,
@@ -58,7 +59,7 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 def mad(tmp_path: Path) -> Path:
     """examples/MAD plus distinctive secrets: a registry login, a `cred` model and extra run options."""
     root = tmp_path / "MAD"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".ruff_cache", "__pycache__"))
+    copy_tracked(EXAMPLE, root)
     (root / "credential.json").write_text(json.dumps({
         REGISTRY: {"username": "reguser", "password": PASSWORD},
         "hfcred": {"username": "bob", "token": TOKEN},
@@ -367,8 +368,10 @@ def test_configmaps_hold_manifest_config_and_scripts(mad):
                         context={"gpu_vendor": "AMD", "guest_os": "UBUNTU", "tools": [{"name": "time_wrapper"}]})
     docs = {doc["metadata"]["name"]: doc for _, doc in documents(bundle.files) if doc["kind"] == "ConfigMap"}
     config = docs["madengine-config"]["data"]
-    assert json.loads(config["build_manifest.json"])["built_images"]["ci-dummy_dummy"]["image_digest"] == DIGEST
-    assert json.loads(config["execution_config.json"])["execution_config_version"] == 1
+    # Only what the Jobs read is in the ConfigMap; the manifest and execution config are bundle files.
+    assert "build_manifest.json" not in config and "execution_config.json" not in config
+    assert json.loads(bundle.files["build_manifest.json"])["built_images"]["ci-dummy_dummy"]["image_digest"] == DIGEST
+    assert json.loads(bundle.files["execution_config.json"])["execution_config_version"] == 1
     assert "def rows_for_run" in config["_perf.py"] and "rows_for_run" in config["madengine_result.py"]
     for job in bundle.jobs:
         spec = json.loads(config[f"{job.name}.json"])
@@ -573,8 +576,8 @@ def test_cli_missing_inputs_exit_4(capsys, mad, tmp_path, monkeypatch):
     assert code == 4 and "Build manifest not found" in err and "build" in err
     models = models_of(mad, "dummy")
     write_manifest(tmp_path / "build_manifest.json", manifest_of(models))
-    code, _, err = cli(capsys, "generate", "k8s", "--mad-dir", str(mad))
-    assert code == 4 and "Execution config not found" in err and "export-config" in err
+    code, _, err = cli(capsys, "generate", "k8s", "--mad-dir", str(mad), "--execution-config", "nope.json")
+    assert code == 4 and "Execution config not found" in err and "nope.json" in err and "export-config" in err
     (tmp_path / "execution_config.json").write_text("{broken")
     code, _, err = cli(capsys, "generate", "k8s", "--mad-dir", str(mad))
     assert code == 4 and "malformed JSON" in err
@@ -583,6 +586,24 @@ def test_cli_missing_inputs_exit_4(capsys, mad, tmp_path, monkeypatch):
         exec_config(mad, models, {"gpu_vendor": "AMD", "guest_os": "UBUNTU"}).raw))
     code, _, err = cli(capsys, "generate", "k8s", "--mad-dir", str(mad), "-n", "Not_Valid")
     assert code == 4 and "namespace" in err
+
+
+def test_cli_from_a_manifest_alone(capsys, mad, tmp_path, monkeypatch):
+    """The guide's `build` then `generate k8s --namespace production`: no execution config needed."""
+    monkeypatch.chdir(tmp_path)
+    models = models_of(mad, "dummy")
+    manifest = manifest_of(models, mad_dir=str(mad))
+    manifest.context = {"gpu_vendor": "AMD", "guest_os": "UBUNTU", "docker_env_vars": {"OMP_NUM_THREADS": "4"},
+                        "gpu_architecture": "gfx942"}
+    write_manifest(tmp_path / "build_manifest.json", manifest)
+    code, out, err = cli(capsys, "generate", "k8s", "--namespace", "production")
+    assert code == 0, err
+    job = yaml.safe_load((tmp_path / "k8s/job-madengine-dummy.yaml").read_text())
+    assert job["metadata"]["namespace"] == "production"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OMP_NUM_THREADS"] == "4"  # the manifest's context stands in for the execution config's
+    assert container["resources"] == {"limits": {"amd.com/gpu": 1}}
 
 
 def test_skip_gpu_arch_follows_the_context_architecture(mad):

@@ -83,7 +83,7 @@ def test_relocate_for_a_scripts_dir():
     assert m.name == "dummy2/m"
     assert m.dockerfile == "docker/dummy"
     assert m.scripts == "scripts/dummy2/run.sh"
-    assert m.dockercontext == "scripts/dummy2/ctx"
+    assert m.dockercontext == "ctx"  # relative to the MAD root (ROCm), issue 14 item 4
     assert m.short_name == "m"
 
 

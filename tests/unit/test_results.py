@@ -332,3 +332,27 @@ def test_new_run_id_sortable_and_unique() -> None:
     assert len(set(ids)) == len(ids)
     prefixes = [i[:15] for i in ids]
     assert prefixes == sorted(prefixes)
+
+
+def test_results_sink_writes_the_row_before_the_ledger(tmp_path) -> None:
+    from madengine.ledger import Ledger
+    from madengine.results import PerfCsvError, ResultsSink, read_rows
+
+    ledger = Ledger(tmp_path / "runs", "r1")
+    ledger.start({"cells": [["k", "localhost"]]})
+    row = {"model": "m", "status": "SUCCESS", "performance": "1", "metric": "x", "run_id": "r1"}
+    sink = ResultsSink(tmp_path / "perf.csv", ledger, "r1")
+    sink.record("k", "localhost", 1, [dict(row, status="FAILURE")], infra_error=True, final=False)
+    assert not (tmp_path / "perf.csv").exists()  # a retried infrastructure failure: the ledger only
+    sink.record("k", "localhost", 2, [row])
+    assert [r["status"] for r in read_rows(tmp_path / "perf.csv")] == ["SUCCESS"]
+    assert [a["status"] for a in ledger.load().attempts] == ["FAILURE", "SUCCESS"]
+
+    blocked = ResultsSink(tmp_path / "no-such-dir" / "perf.csv", ledger, "r1")
+    (tmp_path / "no-such-dir").write_text("a file where the folder should be")
+    try:
+        blocked.record("k", "localhost", 3, [row])
+        raise AssertionError("perf.csv cannot take rows here")
+    except PerfCsvError as e:
+        assert "--resume r1" in (e.hint or "")
+    assert len(ledger.load().attempts) == 2  # not ledgered as done

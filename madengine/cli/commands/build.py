@@ -87,13 +87,16 @@ def execute_build(*, tags: list[str] | None, registry: str | None, context: dict
 
     For `run`, missing context keys are detected from the host instead of being required.
     """
+    from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
+
     from madengine import build as core  # lazy: keeps docker out of --help
     from madengine.cli.render import build as render
     from madengine.cli.render import common
-    from madengine.context import mask_secrets, resolve_run_context
+    from madengine.context import resolve_run_context
     from madengine.discover import discover_models, resolve_mad_dir
     from madengine.tags import split_tags
 
+    given = context
     if for_run:
         context = resolve_run_context(context)
     root = resolve_mad_dir(mad_dir)
@@ -106,6 +109,7 @@ def execute_build(*, tags: list[str] | None, registry: str | None, context: dict
         summary_output=summary_output,
         ignore_deprecated=ignore_deprecated,
         jobs=jobs,
+        detected_keys=frozenset(k for k, v in context.items() if given.get(k) != v),
         run_options=core.run_options(
             root, data_config=data_config, tools_config=tools_config,
             force_mirror_local=force_mirror_local, disable_skip_gpu_arch=disable_skip_gpu_arch,

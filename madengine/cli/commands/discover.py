@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -19,13 +20,17 @@ def discover(
 ) -> None:
     """List the models discovered in the MAD package (all of them, or those the tags select)."""
     set_verbose(verbose)
-    from madengine.cli.render import common as render
     from madengine.discover import discover_models, resolve_mad_dir
     from madengine.tags import split_tags
 
     models = discover_models(resolve_mad_dir(mad_dir), split_tags(tags or []))
     if as_json:
         # Plain write, not console.print: Rich would wrap or highlight, and --json must stay pure JSON.
-        typer.echo(json.dumps([m.to_dict() for m in models], indent=2))
+        # One model a line: json's C encoder (indent= would use the slow pure-Python one).
+        body = ",\n".join("  " + json.dumps(m.to_dict()) for m in models)
+        sys.stdout.write(f"[\n{body}\n]\n" if models else "[]\n")
+        sys.stdout.flush()
         return
+    from madengine.cli.render import common as render
+
     console.print(render.models_table(models))

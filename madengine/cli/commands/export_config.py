@@ -48,7 +48,7 @@ def export_config(
     unknown tag, malformed files).
     """
     set_verbose(verbose)
-    from madengine import export as core
+    from madengine import execution_config as core
     from madengine.cli.render import export as render
     from madengine.context import parse_context, require_build_context
     from madengine.discover import discover_models, resolve_mad_dir

@@ -1,4 +1,9 @@
-"""`madengine-cli generate ansible|k8s`: orchestration files from a manifest and execution config."""
+"""`madengine-cli generate ansible|k8s`: orchestration files from a manifest (and an execution config).
+
+The execution config is optional: ``--execution-config FILE`` must exist and be valid (else exit 4);
+without it ``./execution_config.json`` is read when present, and otherwise the manifest's own context
+and run options stand in (the guide's ``build`` then ``generate k8s --namespace production``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from madengine.cli.options import (
 
 if TYPE_CHECKING:
     from madengine.ansible_bundle import AnsibleBundle
+    from madengine.execution_config import ExecutionConfig
+    from madengine.manifest import Manifest
 
 generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests).",
                            no_args_is_help=True)
@@ -26,6 +33,7 @@ generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, 
 
 @generate_app.command("ansible")
 def ansible(
+    ctx: typer.Context,
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
     execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
     output: Annotated[
@@ -49,12 +57,10 @@ def ansible(
     """
     set_verbose(verbose)
     from madengine import ansible_bundle as core
-    from madengine.export import load_execution_config
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config = load_execution_config(execution_config)
-    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    config, root = _execution_config(execution_config, _given(ctx, "execution_config"), manifest, mad_dir)
     bundle = core.render_ansible(manifest, config, mad_dir=root, playbook=output.name, inventory=inventory)
     directory = output.parent
     core.write_bundle(bundle, directory)
@@ -81,6 +87,7 @@ def _ansible_notes(bundle: AnsibleBundle, directory: Path) -> list[str]:
 
 @generate_app.command("k8s")
 def k8s(
+    ctx: typer.Context,
     manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
     execution_config: ExecConfigOpt = DEFAULT_EXEC_CONFIG,
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes namespace.")] = "madengine",
@@ -92,24 +99,41 @@ def k8s(
 ) -> None:
     """Generate Kubernetes manifests (Namespace, ConfigMaps, one Job per model, kustomization, README).
 
-    Both the build manifest and the execution config are required: the manifest names the images,
-    the execution config the run context and options. Exit 0 when written, 4 for bad input (a
-    missing or malformed file, a bad namespace, no model that can run).
+    The manifest names the images; the execution config (optional: else the manifest's context and
+    run options) the run context and options. Exit 0 when written, 4 for bad input (a missing or
+    malformed file, a bad namespace, no model that can run).
     """
     set_verbose(verbose)
     from madengine import k8s as core
     from madengine.cli.render import export as render
-    from madengine.export import load_execution_config
     from madengine.manifest import load_manifest
 
     manifest = load_manifest(manifest_file)
-    config = load_execution_config(execution_config)
-    root = _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    config, root = _execution_config(execution_config, _given(ctx, "execution_config"), manifest, mad_dir)
     bundle = core.render_k8s(manifest, config, namespace=namespace, mad_dir=root)
     core.write_bundle(bundle, output_dir)
     console.print(render.k8s_table(bundle))
     for note in render.k8s_notes(bundle, output_dir):
         err_console.print(note, highlight=False, soft_wrap=True)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not left at its default."""
+    source = ctx.get_parameter_source(name)  # Typer's own (vendored) Click: compare by name
+    return source is not None and source.name != "DEFAULT"
+
+
+def _execution_config(path: Path, given: bool, manifest: Manifest,
+                      mad_dir: Path | None) -> tuple[ExecutionConfig, Path]:
+    """The execution config (``path``; the default one only if it exists, else the one the manifest
+    implies) and the MAD package the generator reads. A given file must exist and be valid (exit 4)."""
+    from madengine.execution_config import execution_config_from_manifest, load_execution_config
+
+    if given or path.is_file():
+        config = load_execution_config(path)
+        return config, _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
+    root = _mad_dir(mad_dir, manifest.mad_dir)
+    return execution_config_from_manifest(manifest, root), root
 
 
 def _mad_dir(given: Path | None, *recorded: str) -> Path:

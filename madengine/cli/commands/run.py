@@ -9,7 +9,7 @@ a build.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -39,20 +39,10 @@ from madengine.cli.options import (
     ToolsConfigOpt,
     VerboseOpt,
 )
-from madengine.errors import ExitCode, InvalidInputError
+from madengine.errors import ExitCode
 
-
-def _config_path(option: Path, root: Path) -> Path:
-    """A relative --data-config/--tools-config as the build resolves it: the current directory, then the
-    MAD root."""
-    if option.is_absolute() or (Path.cwd() / option).is_file():
-        return option.absolute()
-    return root / option
-
-
-RUNS_DIR = Path("runs")
-RUN_EXAMPLE = ("madengine-cli run --tags dummy\n"
-               "madengine-cli run --manifest-file build_manifest.json")
+if TYPE_CHECKING:
+    from madengine.run_settings import RunRequest
 
 
 def run(
@@ -123,168 +113,97 @@ def run(
         Path | None, typer.Option("--execution-config", "-e", metavar="FILE", dir_okay=False,
                                   help="Run options and context from madengine-cli export-config.")
     ] = None,
+    cleanup_perf: Annotated[
+        bool, typer.Option("--cleanup-perf", help="Remove intermediate perf files after the run "
+                                                  "(keeps perf.csv and perf_super files).")
+    ] = False,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run models: execution-only from a valid manifest, or a full build → run workflow from tags."""
     set_verbose(verbose)
-    from ansible_collections.mad.engine.plugins.module_utils._runspec import MAX_TIMEOUT
+    from madengine import run_settings as core
+    from madengine.context import parse_context
 
+    request = core.resolve_request(core.RunRequest(
+        tags=tags, manifest_file=manifest_file, registry=registry, timeout=timeout, keep_alive=keep_alive,
+        keep_model_dir=keep_model_dir, skip_model_run=skip_model_run,
+        context=parse_context(additional_context, additional_context_file), output=output,
+        data_config=data_config, tools_config=tools_config, sys_env_details=sys_env_details,
+        force_mirror_local=force_mirror_local, disable_skip_gpu_arch=disable_skip_gpu_arch, inventory=inventory,
+        distribute=distribute, limit=limit, forks=forks, insecure_skip_host_key_check=insecure_skip_host_key_check,
+        image_transfer=image_transfer, retries=retries, resume=resume, rerun_failed=rerun_failed,
+        execution_config=execution_config, mad_dir=mad_dir))
+    _execute(request, summary_output=summary_output, baseline=baseline, live_output=live_output,
+             cleanup_perf=cleanup_perf,
+             build=dict(clean_docker_cache=clean_docker_cache, manifest_output=manifest_output,
+                        ignore_deprecated=ignore_deprecated, jobs=jobs))
+
+
+def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | None, live_output: bool,
+             cleanup_perf: bool, build: dict[str, Any]) -> None:
+    """Build (the full workflow), run and render; exits with the documented code."""
+    from ansible_collections.mad.engine.plugins.module_utils._runspec import describe_timeout
+    from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
+
+    from madengine import run_settings as core
     from madengine.atomic import write_json_atomic
     from madengine.cli.commands.build import execute_build
     from madengine.cli.render import common
     from madengine.cli.render import run as render
-    from madengine.context import mask_secrets, parse_context
     from madengine.discover import resolve_mad_dir
-    from madengine.execute.local import RunOptions, run_manifest
+    from madengine.execute.local import run_manifest
     from madengine.manifest import load_manifest
     from madengine.results import workflow_summary
-    from madengine.tags import split_tags
 
-    if tags and not split_tags(tags):
-        raise InvalidInputError("--tags is empty: it names no model (an unset shell variable?)",
-                                hint="give the tags to build and run, or --manifest-file to run a manifest",
-                                example=RUN_EXAMPLE)
-    if tags and manifest_file is not None:
-        # A manifest runs the models it holds; the tags would be silently ignored.
-        raise InvalidInputError("--tags and --manifest-file do not go together: a manifest runs every model "
-                                "it holds", hint="drop --tags to run the manifest, or --manifest-file to build "
-                                                 "and run the tags", example=RUN_EXAMPLE)
-    if timeout > MAX_TIMEOUT:
-        raise InvalidInputError(f"--timeout {timeout} is too large (the limit is {MAX_TIMEOUT} s, over 3 years)",
-                                hint="use a number of seconds up to that, or 0 for no limit")
-    if image_transfer not in (None, "registry", "copy"):
-        raise InvalidInputError(f"--image-transfer {image_transfer!r} is not registry or copy")
-    if timeout < -1:
-        raise InvalidInputError(f"--timeout {timeout} is not allowed",
-                                hint="use a number of seconds, 0 for no limit, or -1 for the default (7200 s)")
-    context = parse_context(additional_context, additional_context_file)
-    if execution_config is not None:
-        from madengine.export import load_execution_config
-
-        config = load_execution_config(execution_config)
-        context = {**config.context, **context}
-        stored_options = config.run_options
-        if timeout == -1 and stored_options.get("timeout") not in (None, -1):
-            timeout = int(stored_options["timeout"])
-        keep_alive = keep_alive or bool(stored_options.get("keep_alive"))
-    only = None
-    run_id = None
-    if resume and rerun_failed:
-        raise InvalidInputError("--resume and --rerun-failed are exclusive")
-    if resume or rerun_failed:
-        from madengine.ledger import Ledger, check_run_id
-
-        run_id = check_run_id(resume or "", "--resume") if resume else check_run_id(rerun_failed or "",
-                                                                                    "--rerun-failed")
-        loaded = Ledger(RUNS_DIR, run_id).load()
-        previous, args = loaded.run, loaded.args()
-        manifest_file, mad_dir, output = Path(args["manifest_file"]), Path(args["mad_dir"]), Path(args["output"])
-        tags = None
-        timeout, keep_alive, keep_model_dir = args["timeout"], args["keep_alive"], args["keep_model_dir"]
-        skip_model_run, disable_skip_gpu_arch = args["skip_model_run"], args["disable_skip_gpu_arch"]
-        sys_env_details, registry = args["sys_env_details"], registry or args.get("registry")
-        force_mirror_local = Path(args["force_mirror_local"]) if args.get("force_mirror_local") else None
-        data_config, tools_config = Path(args["data_config"]), Path(args["tools_config"])
-        context = {**(previous.get("context") or {}), **context}
-        cluster_args = args.get("cluster")
-        if cluster_args:
-            inventory, distribute = Path(cluster_args["inventory"]), cluster_args["distribute"]
-            limit, forks = cluster_args["limit"], cluster_args["forks"]
-            insecure_skip_host_key_check = cluster_args["insecure_skip_host_key_check"]
-            image_transfer = image_transfer or cluster_args.get("image_transfer")  # given now, it wins
-    image_transfer = image_transfer or "registry"
-    if manifest_file is None and not tags and DEFAULT_MANIFEST.is_file():
-        manifest_file = DEFAULT_MANIFEST
-    if manifest_file is None and not tags:
-        raise InvalidInputError("Nothing to run: give --tags (build then run) or --manifest-file (run only)",
-                                example=RUN_EXAMPLE)
+    output, context, inventory = req.output, req.context, req.inventory
     from madengine.results import PerfCsv
 
     PerfCsv(output).check_writable()  # exit 4 now, not after the build and the first model
     build_phase = None
     build_failed = False
-    if manifest_file is None:
-        if inventory is not None and not registry and image_transfer == "registry":
-            raise InvalidInputError("A cluster run that builds first needs --registry, so the nodes can pull",
-                                    hint="or --image-transfer copy, which ships docker save tarballs to the hosts",
-                                    example="madengine-cli run --inventory cluster.yml --tags dummy "
-                                            "--registry 127.0.0.1:5000")
+    manifest_file = req.manifest_file
+    if req.builds_first:
         if inventory is None:
             # A typo in a tool name or a pre/post script path fails now, not after the build.
             from madengine.execute.local import check_context
 
-            build_root = resolve_mad_dir(mad_dir)
-            check_context(context, _config_path(tools_config, build_root), build_root)
+            build_root = resolve_mad_dir(req.mad_dir)
+            check_context(context, core.config_path(req.tools_config, build_root), build_root)
         render.phase_rule(err_console, "🔨 Build phase")
         build_result, manifest_file = execute_build(
-            tags=tags, registry=registry, context=context, clean_docker_cache=clean_docker_cache,
-            manifest_output=manifest_output, summary_output=None, live_output=live_output, output=output,
-            ignore_deprecated=ignore_deprecated, data_config=data_config, tools_config=tools_config,
-            sys_env_details=sys_env_details, force_mirror_local=force_mirror_local,
-            disable_skip_gpu_arch=disable_skip_gpu_arch, jobs=jobs, mad_dir=mad_dir, for_run=True)
+            tags=req.tags, registry=req.registry, context=context, summary_output=None, live_output=live_output,
+            output=output, data_config=req.data_config, tools_config=req.tools_config,
+            sys_env_details=req.sys_env_details, force_mirror_local=req.force_mirror_local,
+            disable_skip_gpu_arch=req.disable_skip_gpu_arch, mad_dir=req.mad_dir, for_run=True, **build)
+        req.manifest_file = manifest_file
         build_phase = build_result.summary
         build_failed = bool(build_result.exit_code)
         render.phase_rule(err_console, "🚀 Run phase")
     manifest = load_manifest(manifest_file)
-    root = resolve_mad_dir(mad_dir if mad_dir else (manifest.mad_dir or None))
-    stored = manifest.run_options
-
-    def pick(option: Path, default: Path, key: str) -> Path | None:
-        if option != default or not stored.get(key):
-            return _config_path(option, root)
-        return Path(stored[key]) if Path(stored[key]).is_absolute() else root / stored[key]
-
-    options = RunOptions(
-        output=output, timeout=timeout, keep_alive=keep_alive, keep_model_dir=keep_model_dir,
-        skip_model_run=skip_model_run,
-        disable_skip_gpu_arch=disable_skip_gpu_arch or bool(stored.get("disable_skip_gpu_arch")),
-        sys_env_details=sys_env_details and stored.get("sys_env_details", True) is not False,
-        force_mirror_local=str(force_mirror_local) if force_mirror_local else stored.get("force_mirror_local"),
-        data_config=pick(data_config, DEFAULT_DATA_CONFIG, "data_config"),
-        tools_config=pick(tools_config, DEFAULT_TOOLS_CONFIG, "tools_config"),
-        registry=registry, context=context, retries=retries, runs_dir=RUNS_DIR)
-    if run_id:
-        from madengine.ledger import Ledger, done_in_perf
-        from madengine.results import read_rows
-
-        options.run_id = run_id
-        state = Ledger(RUNS_DIR, run_id).load()
-        names = {entry.key: entry.model.name for entry in manifest.entries()}
-        only = state.todo(failed_only=bool(rerun_failed)) - done_in_perf(read_rows(output), run_id, names)
+    root = resolve_mad_dir(req.mad_dir if req.mad_dir else (manifest.mad_dir or None))
+    options = core.run_options(req, manifest, root)
+    only = core.cells_to_rerun(req, manifest)
+    if only is not None:
         options.only = only
         if not only:
-            err_console.print(f"✅ Nothing to re-run in {run_id}: every model already has its result.")
+            err_console.print(f"✅ Nothing to re-run in {req.run_id}: every model already has its result.")
             return
-    options.ledger_meta = {"args": {
-        "manifest_file": str(Path(manifest_file).absolute()), "mad_dir": str(root),
-        "output": str(Path(output).absolute()), "timeout": timeout, "keep_alive": keep_alive,
-        "keep_model_dir": keep_model_dir, "skip_model_run": skip_model_run,
-        "disable_skip_gpu_arch": options.disable_skip_gpu_arch, "sys_env_details": options.sys_env_details,
-        "force_mirror_local": options.force_mirror_local, "registry": registry,
-        "data_config": str(options.data_config), "tools_config": str(options.tools_config),
-        "cluster": None if inventory is None else {
-            "inventory": str(Path(inventory).absolute()), "distribute": distribute, "limit": limit,
-            "forks": forks, "insecure_skip_host_key_check": insecure_skip_host_key_check,
-            "image_transfer": image_transfer},
-    }, "context": mask_secrets(context)}
     if baseline is not None:
         from madengine.compare import load_perf_rows
 
         options.baseline_rows = load_perf_rows(baseline, "Baseline")
     settings = {"manifest": manifest_file, "models": len(manifest.entries()), "mad_dir": root,
-                "registry": registry or manifest.registry or "-",
-                "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
+                "registry": req.registry or manifest.registry or "-",
+                "timeout": describe_timeout(req.timeout),
                 "output": output, "summary": summary_output or "-", "run_id": options.run_id}
-    if inventory is not None:
-        from madengine.execute.ansible import ClusterOptions, plan_cluster, run_cluster
+    cluster = core.cluster_options(req)
+    if cluster is not None:
+        from madengine.execute.ansible import plan_cluster, run_cluster
 
-        cluster = ClusterOptions(inventory=inventory, distribute=distribute, limit=limit, forks=forks,
-                                 insecure_skip_host_key_check=insecure_skip_host_key_check,
-                                 image_transfer=image_transfer)
         plan = plan_cluster(manifest, options, cluster)
-        settings.update(inventory=inventory, hosts=", ".join(plan), distribute=distribute,
-                        image_transfer=image_transfer)
+        settings.update(inventory=inventory, hosts=", ".join(plan), distribute=cluster.distribute,
+                        image_transfer=cluster.image_transfer)
         cells = sum(len(keys) for keys in plan.values())
     else:
         cells = len(manifest.entries())
@@ -292,7 +211,7 @@ def run(
                                                                                         **context})))
     try:
         with render.RunDisplay(console, err_console, cells, live_output=live_output) as display:
-            if inventory is not None:
+            if cluster is not None:
                 report, evidence = run_cluster(manifest, options, cluster, root, listener=display)
                 err_console.print(f"🗂  Ansible artifacts and fetched results: {evidence}", highlight=False)
             else:
@@ -315,12 +234,18 @@ def run(
         regressions = len(result.regressions)
     run_phase = report.summary.to_dict()
     if build_phase is not None:  # a full workflow: the combined build → run summary
-        console.print(common.workflow_table(workflow_summary(build_phase, run_phase)))
+        console.print(common.workflow_table(workflow_summary(build_phase, run_phase), len(report.runs)))
     for note in render.notes(report):
         err_console.print(note, highlight=False, soft_wrap=True)  # one line, ready to paste
     if summary_output:
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)
         write_json_atomic(summary_output, payload)
+    if cleanup_perf:
+        from madengine.execute.local import cleanup_perf_files
+
+        removed = cleanup_perf_files(options.output_dir, core.RUNS_DIR / options.run_id)
+        err_console.print(f"🧹 --cleanup-perf: removed {len(removed)} intermediate perf file(s); "
+                          f"{escape(str(output))} is kept.", highlight=False)
     if build_failed:
         raise typer.Exit(int(ExitCode.BUILD_FAILURE))
     if report.summary.failed_runs:

@@ -64,10 +64,11 @@ def _mark(ok: bool) -> Text:
     return Text("✅ success", style="green") if ok else Text("❌ failed", style="bold red")
 
 
-def workflow_table(summary: Mapping[str, Any]) -> Table:
+def workflow_table(summary: Mapping[str, Any], model_runs: int | None = None) -> Table:
     """After a full workflow (build → run): one row per phase and the overall result.
 
-    `summary` is :func:`madengine.results.workflow_summary`'s dict (what --summary-output writes).
+    `summary` is :func:`madengine.results.workflow_summary`'s dict (what --summary-output writes);
+    `model_runs`, when given, is said beside the row counts (a multiple_results model gives several rows).
     """
     build = summary.get("build_phase") or {}
     run = summary.get("run_phase") or {}
@@ -87,8 +88,10 @@ def workflow_table(summary: Mapping[str, Any]) -> Table:
                   f"{float(build.get('wall_time') or 0):.1f}s")
     ok_runs, bad_runs = len(run.get("successful_runs") or []), len(run.get("failed_runs") or [])
     skipped_runs = len(run.get("skipped_runs") or [])
-    table.add_row("🚀 Run", _mark(not bad_runs),
-                  f"{ok_runs} succeeded, {bad_runs} failed, {skipped_runs} skipped",
+    details = f"{ok_runs} succeeded, {bad_runs} failed, {skipped_runs} skipped"
+    if model_runs is not None:
+        details += f" ({ok_runs + bad_runs + skipped_runs} row(s) of {model_runs} model run(s))"
+    table.add_row("🚀 Run", _mark(not bad_runs), details,
                   f"{float(run.get('total_execution_time') or 0):.1f}s")
     table.add_row("Overall", _mark(bool(summary.get("overall_success"))), "", "")
     return table

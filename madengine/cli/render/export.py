@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from madengine.export import ExportResult
+    from madengine.execution_config import ExportResult
     from madengine.k8s import K8sBundle
 
 

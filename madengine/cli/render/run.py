@@ -102,7 +102,9 @@ class RunDisplay:
 def results_table(report: RunReport) -> Table:
     """One row per perf row: model, status, performance, metric, duration, reason."""
     s = report.summary
-    caption = (f"run {report.run_id}: {len(s.successful_runs)} succeeded, {len(s.failed_runs)} failed, "
+    # Models and rows apart: a multiple_results model gives several rows.
+    caption = (f"run {report.run_id}: {len(report.runs)} model run(s), {len(report.rows)} row(s): "
+               f"{len(s.successful_runs)} succeeded, {len(s.failed_runs)} failed, "
                f"{len(s.skipped_runs)} skipped in {s.total_execution_time:.1f}s")
     table = Table(title="Run results", caption=caption, caption_justify="left")
     hosts = {row.get("host", "") for row in report.rows}

@@ -52,6 +52,8 @@ def main(argv):
         rows = rows_for_run(model, text, exit_code, timed_out, timeout, csv_path, **row)
     except Exception as exc:  # noqa: BLE001 - a row is always printed, whatever happened
         rows = [failure_row(model, f"result step failed: {exc}", **row)]
+    note = spec.get("data_problem") or ""  # data that was not mounted: said in every row's reason
+    rows = [dict(r, reason=f"{r['reason']}; {note}" if r.get("reason") else note) if note else r for r in rows]
     lines = [spec["begin"]] + [json.dumps(r) for r in rows] + [spec["end"]]
     out = "\n".join(lines) + "\n"
     sys.stdout.write(out)

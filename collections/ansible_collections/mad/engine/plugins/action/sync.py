@@ -21,6 +21,7 @@ import tempfile
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.mad.engine.plugins.module_utils import _tree
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["push", "fetch"], "default": "push"},
@@ -60,8 +61,14 @@ class ActionModule(ActionBase):
     def _push(self, args, python, local_tmp):
         if not os.path.isdir(args["src"]):
             raise AnsibleActionFail(f"src {args['src']} is not a directory on the controller")
+        # Checked before anything is packed: a path leaving src (absolute, '..', a symlink on the way)
+        # would send controller files, and the host would refuse the whole tarball anyway.
+        try:
+            paths = [inside(args["src"], path, "path") for path in args["paths"]]
+        except OutsideError as exc:
+            raise AnsibleActionFail(f"refusing to send {exc}; nothing was sent") from None
         tarball = os.path.join(local_tmp, "tree.tar.gz")
-        packed = _tree.pack(tarball, args["src"], args["paths"])
+        packed = _tree.pack(tarball, args["src"], paths)
         if os.path.getsize(tarball) <= STDIN_LIMIT:
             # One command: the tarball goes through its standard input.
             with open(tarball, "rb") as handle:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
+
 #: Provider types in the order they are tried when an entry names several (upstream madengine's order).
 PROVIDER_ORDER = ("custom", "local", "minio", "nas", "aws")
 #: Where data appears in the container by default: ``/data/<dataname>`` (``MAD_DATAHOME``).
@@ -27,6 +29,8 @@ DATA_ROOT = "/data"
 #: Where a host-path NAS source is bound (read-only) to be copied from.
 NAS_SOURCE_ROOT = "/mnt/madengine_nas"
 WORKSPACE = "/myworkspace"
+#: How a run log and row say that a model's data was not provided (upstream's wording).
+NOT_MOUNTED = "NOT mounted"
 
 
 class DataError(ValueError):
@@ -92,6 +96,17 @@ def _host_path(path: str, mad_dir: str) -> str:
     if not os.path.isabs(path):
         path = os.path.join(mad_dir, path)
     return os.path.normpath(path)
+
+
+def _source_path(path: str, mad_dir: str, name: str) -> str:
+    """The host path of a data source: an absolute path is the host's by design (data lives outside the
+    package); a relative one is the package's and must stay inside it, after symlinks."""
+    if not os.path.isabs(os.path.expanduser(path)):
+        try:
+            inside(mad_dir, path, f"data source {name}: path")
+        except OutsideError as exc:
+            raise DataError(f"{exc}; give data outside the package as an absolute host path") from None
+    return _host_path(path, mad_dir)
 
 
 def _bind(host: str, container: str, mode: str, name: str) -> str:
@@ -168,7 +183,7 @@ def _mirror(plan: DataPlan, cfg: dict[str, Any], mirror_local: str | None, mad_d
 def _local(name: str, entry: dict, cfg: dict, home: str, mad_dir: str, mirror_local: str | None,
            exists: Callable[[str], bool]) -> DataPlan | str:
     # Local data is used in place: --force-mirror-local does not apply (as upstream).
-    host = _host_path(_path(cfg, "local", name), mad_dir)
+    host = _source_path(_path(cfg, "local", name), mad_dir, name)
     if not exists(host):
         return f"data source {name} not found: {host}"
     readwrite = _truthy(cfg.get("readwrite", entry.get("readwrite", False)))
@@ -233,13 +248,59 @@ def _nas(name: str, entry: dict, cfg: dict, home: str, mad_dir: str, mirror_loca
         ssh = f"ssh -p {int(cfg.get('port', 22))} -o BatchMode=yes"
         plan.commands.append(_join(["rsync", "-a", "-e", ssh, remote, home.rstrip("/") + "/"]))
     else:
-        host = _host_path(source, mad_dir)
+        host = _source_path(source, mad_dir, name)
         if not exists(host):
             return f"data source {name} not found: {host}"
         staged = f"{NAS_SOURCE_ROOT}/{name}"
         plan.binds.append(_bind(host, staged, "ro", name))
         plan.commands.append(_join(["cp", "-a", staged + "/.", home + "/"]))
     return _mirror(plan, cfg, mirror_local, mad_dir)
+
+
+def has_provider(entry: Any) -> bool:
+    """Whether a data.json entry names a provider (a path string, or an object with a provider key).
+
+    The hub's ``{"huggingface": {}}`` names none: the model's script fetches its data itself.
+    """
+    return isinstance(entry, str) or (isinstance(entry, dict) and any(kind in entry for kind in PROVIDER_ORDER))
+
+
+def resolve_data(dataname: str, data_config: Any, mad_dir: str, mirror_local: str | None = None, *,
+                 exists: Callable[[str], bool] = os.path.exists) -> tuple[DataPlan, str]:
+    """The data of a model, never an obstacle to its run: ``(plan, problem)`` (the run-context rule).
+
+    A source with a usable provider gives :func:`plan_data`'s plan and ``problem`` "". A source that
+    names no provider (the hub's ``{"huggingface": {}}``) gives a plan with no mount, only
+    ``MAD_DATANAME`` set, and ``problem`` "" (the script fetches its data itself). A source missing from
+    the data config, malformed, or whose providers all fail gives that same mount-less plan and
+    ``problem`` ``data <name> is NOT mounted: <why>`` (as upstream logs it): the model runs anyway and
+    its metric decides the status; the caller warns and writes ``problem`` into the row's reason.
+    """
+    entry = data_config.get(dataname) if isinstance(data_config, dict) else None
+    if isinstance(entry, dict) and not has_provider(entry):
+        return unmounted_plan(dataname, entry), ""
+    try:
+        return plan_data(dataname, data_config, mad_dir, mirror_local, exists=exists), ""
+    except DataError as exc:
+        return unmounted_plan(dataname, entry), f"data {dataname} is {NOT_MOUNTED}: {exc}"
+
+
+def unmounted_plan(dataname: str, entry: Any = None) -> DataPlan:
+    """The plan of data that is not mounted: ``MAD_DATANAME`` only, no bind, no command."""
+    size = str(entry.get("size", "") or "") if isinstance(entry, dict) else ""
+    return DataPlan(dataname=dataname, provider="", datahome="", env={"MAD_DATANAME": dataname}, size=size)
+
+
+def data_problems(models: Any, data_config: Any, mad_dir: str, mirror_local: str | None = None, *,
+                  exists: Callable[[str], bool] = os.path.exists) -> dict[str, str]:
+    """``{dataname: problem}`` for the data sources of ``models`` (dicts with ``data``) that will not be
+    mounted (see :func:`resolve_data`); one entry per source, so a caller warns once per source."""
+    problems: dict[str, str] = {}
+    for model in models:
+        name = str((model or {}).get("data") or "")
+        if name and name not in problems:
+            problems[name] = resolve_data(name, data_config, mad_dir, mirror_local, exists=exists)[1]
+    return {name: text for name, text in problems.items() if text}
 
 
 _PLANNERS: dict[str, Callable[..., Any]] = {

@@ -18,14 +18,22 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from ansible_collections.mad.engine.plugins.module_utils._container import DISK_FULL_ERRNOS, run_container
-from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
+from ansible_collections.mad.engine.plugins.module_utils._data import resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._paths import (
+    OutsideError,
+    card_problems,
+    copy_tree,
+    inside,
+    read_beneath,
+)
 from ansible_collections.mad.engine.plugins.module_utils._perf import (
     PerfScanner,
     failure_row,
@@ -82,16 +90,75 @@ def prepare_context(context: dict, tools_config: dict, tools_config_name: str) -
 
 
 def preflight(model: dict, context: dict, mad_dir: str) -> list[str]:
-    """Problems that make a model impossible to run here (missing script or pre/post script paths)."""
-    problems = []
+    """Problems that make a model impossible to run here (a card path outside the MAD package, a missing
+    script or pre/post script path)."""
+    return preflight_model(model, mad_dir) + preflight_context(context, mad_dir)
+
+
+def preflight_model(model: dict, mad_dir: str) -> list[str]:
+    """Problems of the card itself (a path outside the MAD package, its script missing): that model's
+    FAILURE row, not the run's end."""
+    problems = card_problems(model, mad_dir)
+    if problems:
+        return problems
     try:
         folder, script = script_location(model)
-        if not os.path.isfile(os.path.join(mad_dir, folder, script)):
-            problems.append(f"model {model.get('name')}: script {os.path.join(folder, script)} not found "
-                            f"under {mad_dir}")
     except ValueError as e:
-        problems.append(str(e))
-    return problems + preflight_context(context, mad_dir)
+        return [str(e)]
+    if not os.path.isfile(os.path.join(mad_dir, folder, script)):
+        return [f"model {model.get('name')}: script {os.path.join(folder, script)} not found under {mad_dir}"]
+    return []
+
+
+def timeout_line(timeout: int | None) -> str:
+    """The run log's timeout line (upstream's wording, which its tests read)."""
+    return f"Setting timeout to {int(timeout or 0)} seconds." + ("" if timeout else " (no limit)")
+
+
+def run_notes(model: dict, timeout: int | None, data_plan: Any, data_problem: str) -> list[str]:
+    """The lines the run log holds after the command line: the timeout, and what became of the data."""
+    lines = [timeout_line(timeout)]
+    if data_problem:
+        lines.append(data_problem)
+    elif data_plan is not None and not data_plan.provider:
+        lines.append(f"data {data_plan.dataname} names no provider in the data config: nothing is mounted "
+                     f"(MAD_DATANAME={data_plan.dataname}; the script fetches its data itself)")
+    return lines
+
+
+def with_reason(row: dict[str, str], note: str) -> dict[str, str]:
+    """``row`` with ``note`` added to its reason (a SUCCESS row gets it as its only reason)."""
+    reason = row.get("reason") or ""
+    return dict(row, reason=f"{reason}; {note}" if reason else note)
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]+@")
+#: Seconds a card's ``url`` clone may take.
+CLONE_TIMEOUT = 600
+
+
+def clone_url(url: str, run_dir: str, timeout: int = CLONE_TIMEOUT) -> str:
+    """Clone a card's ``url`` (git) into ``<run_dir>/<repository name>`` before the run, as upstream
+    does; the folder appears at ``run_directory/<name>`` in the container. Returns the folder.
+
+    Raises OSError when git is missing or the clone fails (the message never shows URL credentials).
+    """
+    shown = _USERINFO.sub(r"\1******@", url)
+    name = os.path.basename(url.rstrip("/")) or "repository"
+    name = name[:-4] if name.endswith(".git") else name
+    target = os.path.join(run_dir, safe_name(name))
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        done = subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--", url, target], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise OSError(f"cannot clone url {shown}: git is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(f"cannot clone url {shown}: no answer within {timeout} s") from None
+    if done.returncode != 0:
+        last = ((done.stderr or "").strip().splitlines() or [f"git exit {done.returncode}"])[-1]
+        raise OSError(f"cannot clone url {shown}: " + _USERINFO.sub(r"\1******@", last))
+    return target
 
 
 def preflight_context(context: dict, mad_dir: str) -> list[str]:
@@ -103,14 +170,34 @@ def preflight_context(context: dict, mad_dir: str) -> list[str]:
         entries += list(tool.get("pre_scripts") or []) + list(tool.get("post_scripts") or [])
     for entry in entries:
         path = str(entry.get("path") or "")
+        if path and not path.startswith("/"):  # relative: a file of the package (absolute: the image's)
+            try:
+                inside(mad_dir, path, "script")
+            except OutsideError as exc:
+                problems.append(f"{exc} (pre/post scripts)")
+                continue
         if path and not os.path.isfile(path if path.startswith("/") else os.path.join(mad_dir, path)):
             problems.append(f"script {path} (pre/post scripts) not found under {mad_dir}")
     return problems
 
 
+def _read_log(path: str) -> BinaryIO:
+    """The run log for reading. It lies beside perf.csv, often in the MAD root the container can write:
+    a symlink a model put in its place is not followed (OSError)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
+
+
+def _append_log(path: str) -> BinaryIO:
+    """The run log opened for appending (created if needed); a symlink a model put in its place is
+    removed first, never followed (the next run would truncate the file it points to)."""
+    if os.path.islink(path):
+        os.unlink(path)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644), "ab")
+
+
 def _tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
-        with open(path, "rb") as handle:
+        with _read_log(path) as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
@@ -119,12 +206,10 @@ def _tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def _probe_rc(run_dir: str) -> Callable[[], int | None]:
-    rc_file = os.path.join(run_dir, RC_FILE)
-
     def probe() -> int | None:
+        # The container writes this file: read it without following a link it may have planted.
         try:
-            with open(rc_file, encoding="utf-8") as handle:
-                text = handle.read().strip()
+            text = read_beneath(run_dir, RC_FILE, 64).decode("ascii", "replace").strip()
             return int(text) if text else None
         except (OSError, ValueError):
             return None
@@ -176,30 +261,36 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
     if skip:
         result["rows"] = [skipped_row(model, skip, **row_kw)]
         return result
-    data_plan = None
+    problems = preflight_model(model, mad_dir)
+    if problems:
+        result["rows"] = [failure_row(model, "; ".join(problems), **row_kw)]
+        return result
+    data_plan, data_problem = None, ""
     try:
         if model.get("data"):
-            data_plan = plan_data(str(model["data"]), request.get("data_config") or {}, mad_dir,
-                                  options.get("force_mirror_local") or None)
+            # Data never stops a model: what cannot be mounted is said in the log and the row.
+            data_plan, data_problem = resolve_data(str(model["data"]), request.get("data_config") or {}, mad_dir,
+                                                   options.get("force_mirror_local") or None)
             row_kw["data"] = data_plan.row_data()
             for folder in data_plan.host_dirs:
                 os.makedirs(folder, exist_ok=True)
-    except (DataError, OSError) as e:
+    except OSError as e:
         result["rows"] = [failure_row(model, str(e), **row_kw)]
         return result
 
-    override = options.get("timeout", -1)
-    timeout = run_timeout(model, context, None if override in (None, -1) else int(override))
+    timeout = run_timeout(model, context, options.get("timeout"))
     name = f"madengine-{file_stem(model['name'])}-{run_id or int(time.time())}".lower()[:120]
     run_dir = os.path.join(output_dir, f"{file_stem(model['name'])}.{run_id or 'run'}.run_directory")
     keep_alive = bool(options.get("keep_alive"))
     try:
         folder = script_location(model)[0]
         shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.copytree(os.path.join(mad_dir, folder), run_dir)
+        copy_tree(mad_dir, folder, run_dir)  # links leaving the package are copied as links
+        if model.get("url"):
+            clone_url(str(model["url"]), run_dir)
         body = container_body(model, request["image"], context, facts, options, mad_dir, run_dir,
                               request.get("cred_env") or {}, data_plan, run_id=run_id)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, subprocess.SubprocessError) as e:
         shutil.rmtree(run_dir, ignore_errors=True)
         reason = os_reason(e, f"copying the scripts to {run_dir}") if isinstance(e, OSError) else str(e)
         result["rows"] = [failure_row(model, reason, **row_kw)]
@@ -215,6 +306,8 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         log, handle = _open_log(log, run_id)
         with handle:
             handle.write(f"$ {display_command(body)}\n".encode())
+            for line in run_notes(model, timeout, data_plan, data_problem):
+                handle.write(f"{line}\n".encode())
             handle.flush()
             scanned = _ScannedLog(handle)
             outcome = run_container(engine, body, name, scanned, timeout, on_line, keep_alive,
@@ -246,7 +339,9 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
             result["rows"] = [skipped_row(model, "--skip-model-run", **row_kw)]
         else:
             result["rows"] = rows_for_run(model, scanned.scanner, outcome.exit_code, outcome.timed_out, timeout,
-                                          multiple_results_path(model, run_dir), **row_kw)
+                                          multiple_results_path(model, run_dir), results_root=run_dir, **row_kw)
+    if data_problem:
+        result["rows"] = [with_reason(row, data_problem) for row in result["rows"]]
     if options.get("sys_env_details", True):
         # A snapshot beside the log, not the result: a full disk shows in the row already.
         with contextlib.suppress(OSError):
@@ -300,14 +395,14 @@ def _open_log(path: str, run_id: str) -> tuple[str, BinaryIO]:
     When another run is writing the same log at this moment (the same model into the same output
     directory), that log is left alone and this run writes `<name>.<run_id>.run.live.log` instead.
     """
-    handle = open(path, "ab")  # noqa: SIM115 - returned; "ab" truncates nothing before the lock is ours
+    handle = _append_log(path)  # returned; appending truncates nothing before the lock is ours
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         stem = path[: -len(".run.live.log")] if path.endswith(".run.live.log") else path
         path = f"{stem}.{safe_name(run_id) if run_id else os.getpid()}.run.live.log"
-        handle = open(path, "ab")  # noqa: SIM115
+        handle = _append_log(path)
     except OSError:
         pass  # a file system without locks: write the log as before
     handle.truncate(0)
@@ -321,8 +416,11 @@ def _write_sysenv(engine: EngineClient, path: str) -> None:
         version = {}
     # Write and rename: a concurrent run of the same model never leaves half a file.
     tmp = f"{path}.tmp{os.getpid()}"
+    if os.path.islink(tmp):  # the output dir may be the writable MAD root: never write through a link
+        os.unlink(tmp)
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644), "w",
+                       encoding="utf-8") as handle:
             json.dump(snapshot(version), handle, indent=2)
             handle.write("\n")
         os.replace(tmp, path)

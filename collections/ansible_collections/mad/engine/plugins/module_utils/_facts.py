@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._runspec import normalize_vendor
 from ansible_collections.mad.engine.plugins.module_utils._sysenv import snapshot
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ COMMAND_TIMEOUT = 5.0
 """Seconds each external command may take before detection gives up on it."""
 
 DEV_DRI = Path("/dev/dri")
-GPU_VENDORS = ("AMD", "NVIDIA", "INTEL", "CPU")
 # The context keys a run fills from the host when they are not given (or null).
 GPU_CONTEXT_KEYS = ("gpu_vendor", "gpu_count", "gpu_architecture")
 
@@ -197,14 +197,6 @@ def _detect_intel(run: Callable[..., Any], which: Callable[[str], str | None],
 # Facts of a host, and how they complete a run context
 # --------------------------------------------------------------------------------------------------
 
-def normalize_vendor(vendor: Any) -> str:
-    """``amd`` → ``AMD``; raises ValueError for anything but AMD, NVIDIA, INTEL or CPU."""
-    text = str(vendor or "").strip().upper()
-    if text not in GPU_VENDORS:
-        raise ValueError(f"gpu_vendor must be one of {', '.join(GPU_VENDORS)}, not {vendor!r}")
-    return text
-
-
 def gpu_facts(info: HostInfo, gpu_vendor: str | None = None) -> dict[str, Any]:
     """The GPU facts of a host from its detection, with an optional vendor override.
 
@@ -263,10 +255,15 @@ def run_facts(context: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[dict
     for key in GPU_CONTEXT_KEYS:
         if completed.get(key) is None:
             completed[key] = host.get(key, 0 if key == "gpu_count" else "")
+
+    def given(key: str) -> Any:  # an explicit 0 GPUs is a setting, not a gap
+        value = completed.get(key)
+        return host.get(key) if value in (None, "") else value
+
     facts = {
-        "gpu_vendor": completed.get("gpu_vendor") or host.get("gpu_vendor") or "CPU",
-        "gpu_count": int(completed.get("gpu_count") or host.get("gpu_count") or 0),
-        "gpu_architecture": completed.get("gpu_architecture") or host.get("gpu_architecture") or "",
+        "gpu_vendor": given("gpu_vendor") or "CPU",
+        "gpu_count": int(given("gpu_count") or 0),
+        "gpu_architecture": given("gpu_architecture") or "",
         "render_devices": list(host.get("render_devices") or []),
     }
     return completed, facts

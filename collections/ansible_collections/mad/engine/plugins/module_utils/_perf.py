@@ -102,6 +102,8 @@ class PerfScanner:
         self._carry = b""  # the current line's last bytes without a token: a token split over two reads
         self._cut = False  # the current token line ran past SCAN_LINE_BYTES
         self._result: tuple[float | None, str | None, str] = (None, None, "")
+        #: A ``performance:`` token was seen (with or without a number after it).
+        self.saw_performance_line = False
 
     def feed(self, data: bytes) -> None:
         buf = self._carry + data if self._carry else data
@@ -115,6 +117,7 @@ class PerfScanner:
                     self._carry = buf[max(last_break + 1, size - len(_TOKEN) + 1, pos):]
                     return
                 self._in_token_line, self._cut, pos = True, False, found
+                self.saw_performance_line = True
                 self._head.clear()
             brk = _BREAK.search(buf, pos)
             end = size if brk is None else brk.start()
@@ -165,13 +168,17 @@ class PerfScanner:
 def parse_multiple_results(text: str, source: str = "multiple_results file") -> list[dict[str, str]]:
     """Rows of a multiple_results CSV given as text; ``source`` names it in errors.
 
-    Header names and values are stripped. Raises ValueError if a required column is missing.
+    Header names and values are stripped; a column ``models`` (MAD's README spelling) is read as
+    ``model``.
+    Raises ValueError if a required column is missing.
     """
     try:
         records = list(csv.reader((text or "").lstrip("\ufeff").splitlines()))
     except csv.Error as exc:  # such as a field over csv.field_size_limit()
         raise ValueError(f"{source} cannot be read as CSV: {exc}") from None
     header = [name.strip() for name in records[0]] if records else []
+    if "model" not in header and "models" in header:  # MAD's README spells the column "models"
+        header[header.index("models")] = "model"
     missing = [col for col in MULTIPLE_RESULTS_COLUMNS if col not in header]
     if missing:
         raise ValueError(
@@ -191,11 +198,22 @@ def parse_multiple_results(text: str, source: str = "multiple_results file") -> 
     return rows
 
 
-def read_multiple_results(csv_path: str) -> list[dict[str, str]]:
+def read_multiple_results(csv_path: str, root: str | None = None) -> list[dict[str, str]]:
     """Rows of the multiple_results CSV at ``csv_path`` (see :func:`parse_multiple_results`).
 
+    With ``root`` (the run directory the model wrote it in), the file is read only if it is a regular
+    file below ``root`` reached without a symlink: a model cannot make the host read another file.
     Raises OSError if the file cannot be read, ValueError if a required column is missing.
     """
+    if root is not None:
+        # Imported here: this file is also shipped alone (the k8s result step), which reads no run dir.
+        from ansible_collections.mad.engine.plugins.module_utils._paths import read_beneath
+
+        rel = os.path.relpath(csv_path, root)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise OSError(f"{csv_path} is outside the run directory")
+        text = read_beneath(root, rel).decode("utf-8", "replace")
+        return parse_multiple_results(text, f"multiple_results file {csv_path}")
     with open(csv_path, encoding="utf-8", errors="replace", newline="") as handle:
         return parse_multiple_results(handle.read(), f"multiple_results file {csv_path}")
 
@@ -310,18 +328,27 @@ def run_failure_reason(exit_code: int | None, timed_out: bool, timeout_s: float 
     return ""
 
 
+def no_performance_reason(saw_performance_line: bool) -> str:
+    """Why a log gives no value: ``no performance line``, or ``no performance value on the performance
+    line`` when a ``performance:`` line is there but holds no number."""
+    if saw_performance_line:
+        return "no performance value on the performance line"
+    return "no performance line"
+
+
 def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, timed_out: bool,
                  timeout_s: float | int | None, multiple_results_csv: str | None,
-                 **row_kwargs: Any) -> list[dict[str, str]]:
+                 results_root: str | None = None, **row_kwargs: Any) -> list[dict[str, str]]:
     """The perf rows of one finished model run.
 
     SUCCESS needs exit code 0 and a performance value; anything else is a FAILURE row whose
-    ``reason`` is ``timeout after N s``, ``non-zero exit N``, ``no performance line`` (single result),
-    a too long performance line or metric name (``output`` is the model's output text, or a
-    :class:`PerfScanner` that was fed it), or, for a model with ``multiple_results``,
-    ``multiple_results file <name> not found``, a CSV error, a too long metric name, or
-    ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV the
-    script wrote (ignored when the model has no ``multiple_results``). A multiple_results run gives one
+    ``reason`` is ``timeout after N s``, ``non-zero exit N``, ``no performance line`` or ``no performance
+    value on the performance line`` (single result), a too long performance line or metric name
+    (``output`` is the model's output text, or a :class:`PerfScanner` that was fed it), or, for a model
+    with ``multiple_results``, ``multiple_results file <name> not found``, a CSV error, a too long metric
+    name, or ``no performance value`` for a CSV row. ``multiple_results_csv`` is the host path of the CSV
+    the script wrote (ignored when the model has no ``multiple_results``), read as
+    :func:`read_multiple_results` does with ``results_root``. A multiple_results run gives one
     row per CSV row named ``<model>_<csv model>``, with the CSV's other columns as extra keys; when the
     run itself failed but the CSV exists, every CSV row is a FAILURE with the run's reason.
     ``row_kwargs`` go to :func:`make_row`.
@@ -342,13 +369,13 @@ def rows_for_run(model: dict, output: str | PerfScanner, exit_code: int | None, 
         if problem:
             return [failure_row(model, problem, **row_kwargs)]
         if value is None:
-            return [failure_row(model, "no performance line", **row_kwargs)]
+            return [failure_row(model, no_performance_reason(scanner.saw_performance_line), **row_kwargs)]
         return [make_row(model, status=SUCCESS, performance=value, metric=metric, **row_kwargs)]
 
-    if not multiple_results_csv or not os.path.isfile(multiple_results_csv):
+    if not multiple_results_csv or not os.path.lexists(multiple_results_csv):
         return [failure_row(model, run_reason or f"multiple_results file {csv_name} not found", **row_kwargs)]
     try:
-        csv_rows = read_multiple_results(multiple_results_csv)
+        csv_rows = read_multiple_results(multiple_results_csv, results_root)
     except (OSError, ValueError) as exc:
         return [failure_row(model, run_reason or _short(f"multiple_results file {csv_name}: {exc}"),
                             **row_kwargs)]

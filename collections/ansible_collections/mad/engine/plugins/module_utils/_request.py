@@ -26,8 +26,14 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
 )
 from ansible_collections.mad.engine.plugins.module_utils._facts import HostInfo, detect_host, gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
-from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK, run_timeout, script_location
+from ansible_collections.mad.engine.plugins.module_utils._runspec import (
+    MASK,
+    MODEL_TIMEOUT,
+    run_timeout,
+    script_location,
+)
 
 RUN_OPTION_KEYS = ("timeout", "keep_alive", "keep_model_dir", "skip_model_run", "disable_skip_gpu_arch",
                    "sys_env_details", "force_mirror_local")
@@ -74,12 +80,11 @@ def _image_entry(manifest: Mapping[str, Any], record: Mapping[str, Any], key: st
 
 
 def _rel_inside(path: str, root: str) -> str | None:
-    """``path`` relative to ``root`` when it lies inside it (relative paths are taken as inside)."""
-    if not os.path.isabs(path):
-        rel = os.path.normpath(path)
-    else:
-        rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
-    return None if rel == ".." or rel.startswith("../") or rel.startswith("/") else rel
+    """``path`` relative to ``root`` when it lies inside it after symlinks (see ``_paths.inside``), else None."""
+    try:
+        return inside(root, path)
+    except OutsideError:
+        return None
 
 
 def _script_paths(context: Mapping[str, Any]) -> list[str]:
@@ -120,7 +125,9 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
          "sync": [paths relative to mad_dir that exist on the controller], "missing": [those that don't],
          "models": [{"key", "name", "image", "cred", "task_timeout" (seconds, 0: none), "request"}]}
 
-    A key the manifest does not know gets a request with an ``error`` (a FAILURE row, nothing run).
+    A key the manifest does not know, or whose card names a path outside the MAD package
+    (``_paths.card_problems``), gets a request with an ``error`` (a FAILURE row, nothing run, nothing of
+    it synced); no synced path leaves ``mad_dir``, after symlinks.
     Raises ValueError for an unknown ``image_transfer``.
     """
     if image_transfer not in IMAGE_TRANSFERS:
@@ -129,9 +136,8 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
     output_dir = os.path.join(workdir, "results", run_id)
     run_ctx = run_context(manifest.get("context"), context)
     opts = {k: v for k, v in dict(options or {}).items() if k in RUN_OPTION_KEYS}
-    opts.setdefault("timeout", -1)
+    opts.setdefault("timeout", MODEL_TIMEOUT)
     override = opts.get("timeout")
-    override = None if override in (None, -1, "-1", "") else int(override)
     tarballs = dict(image_tarballs or {})
     built_models = manifest.get("built_models") or {}
     images: dict[str, dict[str, Any]] = {}
@@ -158,6 +164,12 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
             continue
         image_key, image = found
         model = {k: v for k, v in record.items() if k != "docker_image"}
+        problems = card_problems(model, mad_dir)
+        if problems:  # checked before anything is sent: nothing of this card is synced
+            request = dict(base, key=key, error="; ".join(problems), infra_error=False, model=model)
+            models.append({"key": key, "name": str(model.get("name") or key), "image": "", "cred": "",
+                           "task_timeout": step_timeout, "request": request})
+            continue
         tarball, image_id = _tarball(tarballs.get(image_key) or tarballs.get(str(image.get("docker_image") or "")))
         if image_transfer == "copy" and tarball:
             ref, digest = str(image.get("docker_image") or image_key), ""
@@ -168,7 +180,12 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
         images.setdefault(ref, {"key": image_key, "name": ref, "digest": digest, "id": image_id,
                                 "tarball": tarball, "load_from": load_from})
         with contextlib.suppress(ValueError):  # run_model reports it as the model's FAILURE row
-            sync.append(script_location(model)[0])
+            folder = os.path.normpath(script_location(model)[0])
+            sync.append(folder)
+            # A folder that is a symlink inside the package: its target goes too (the link is sent as a link).
+            real = os.path.relpath(os.path.realpath(os.path.join(mad_dir, folder)), os.path.realpath(mad_dir))
+            if real != folder:
+                sync.append(real)
         data_path = _local_data_path(model, data_config or {})
         if data_path:
             rel = _rel_inside(data_path, mad_dir)
@@ -184,8 +201,7 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
                 "build_duration": image.get("build_duration", "")}),
         })
     wanted = []
-    for rel in sync:
-        rel = os.path.normpath(rel)
+    for rel in filter(None, (_rel_inside(path, mad_dir) for path in sync)):
         if rel != "." and rel not in wanted and not any(rel.startswith(w + "/") for w in wanted):
             wanted = [w for w in wanted if not w.startswith(rel + "/")] + [rel]
     present = [rel for rel in wanted if os.path.exists(os.path.join(mad_dir, rel))]

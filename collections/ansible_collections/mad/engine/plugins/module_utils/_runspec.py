@@ -19,17 +19,20 @@ import re
 import shlex
 from typing import Any
 
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, SECRET_ENV_LABEL, is_secret_name
+
 WORKSPACE = "/myworkspace"
 RUN_DIRECTORY = WORKSPACE + "/run_directory"
 #: With keep_alive the exit status of the script is written to this file in the run directory.
 RC_FILE = ".madengine_rc"
 DEFAULT_SHM_SIZE = 16 * 1024 ** 3
 DEFAULT_TIMEOUT = 7200
+#: ``--timeout`` / ``run_options.timeout`` -1: each model's own timeout (else DEFAULT_TIMEOUT).
+MODEL_TIMEOUT = -1
 GPU_VENDORS = ("AMD", "NVIDIA", "INTEL", "CPU")
-#: Label listing (by name only) the env keys that hold credentials, so logs can mask them.
-SECRET_ENV_LABEL = "madengine.secret_env"
-MASK = "******"
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|key|credential|auth", re.IGNORECASE)
+#: A ``scripts`` value ending in one of these names a file run with that interpreter; anything else is a
+#: folder holding run.sh. ``.slurm``/``.sbatch`` files are batch scripts, run with bash on one host.
+SCRIPT_RUNNERS = {".sh": "bash", ".slurm": "bash", ".sbatch": "bash", ".py": "python3"}
 _MAX_INDEX = 65535
 _SIZE = re.compile(r"(\d+)\s*([bkmg]?)b?", re.IGNORECASE)
 
@@ -96,12 +99,17 @@ def select_gpus(model_n_gpus: int | str, docker_gpus: str | int | None, host_cou
     return pool[:wanted]
 
 
+def normalize_vendor(vendor: Any) -> str:
+    """``amd`` → ``AMD``; raises ValueError for anything but AMD, NVIDIA, INTEL or CPU."""
+    text = str(vendor or "").strip().upper()
+    if text not in GPU_VENDORS:
+        raise ValueError(f"gpu_vendor must be one of {', '.join(GPU_VENDORS)}, not {vendor!r}")
+    return text
+
+
 def gpu_vendor(context: dict | None, facts: dict | None) -> str:
     """The vendor of this run: the context's ``gpu_vendor``, else the host's, else CPU."""
-    vendor = str((context or {}).get("gpu_vendor") or (facts or {}).get("gpu_vendor") or "CPU").upper()
-    if vendor not in GPU_VENDORS:
-        raise ValueError(f"gpu_vendor must be one of {', '.join(GPU_VENDORS)}, not {vendor!r}")
-    return vendor
+    return normalize_vendor((context or {}).get("gpu_vendor") or (facts or {}).get("gpu_vendor") or "CPU")
 
 
 def run_gpus(model: dict, context: dict | None, facts: dict | None) -> list[int]:
@@ -142,9 +150,15 @@ def script_location(model: dict) -> tuple[str, str]:
     scripts = scripts.rstrip("/")
     if not scripts:
         raise ValueError(f"model {model.get('name')} has no scripts to run")
-    if scripts.endswith((".sh", ".py")):
+    if scripts.endswith(tuple(SCRIPT_RUNNERS)):
         return os.path.dirname(scripts) or ".", os.path.basename(scripts)
     return scripts, "run.sh"
+
+
+def script_runner(script: str) -> str:
+    """The interpreter of a model script in the container: ``python3`` for ``.py``, else ``bash``
+    (``.sh``, and on a single host ``.slurm`` and ``.sbatch`` too, as upstream runs them)."""
+    return SCRIPT_RUNNERS.get(os.path.splitext(script)[1], "bash")
 
 
 def effective_args(model: dict, context: dict | None) -> str:
@@ -164,10 +178,14 @@ def multiple_results_path(model: dict, run_dir: str) -> str | None:
 MAX_TIMEOUT = 100_000_000
 
 
-def run_timeout(model: dict, context: dict | None = None, override: int | None = None,
+def run_timeout(model: dict, context: dict | None = None, override: int | str | None = None,
                 default: int = DEFAULT_TIMEOUT) -> int | None:
-    """Seconds the run may take: ``override`` (CLI), else the context's, else the model's ``timeout``,
-    else ``default``. None (the value not given) falls through; a value <= 0 means no limit (None)."""
+    """Seconds the run may take: ``override`` (``--timeout``), else the context's ``timeout``, else the
+    model's, else ``default`` (7,200 s). An override of ``-1`` (:data:`MODEL_TIMEOUT`) and a None anywhere
+    fall through to the next source; any other value <= 0 means no limit (None), as does a model's own
+    -1. The one timeout rule of every executor."""
+    if override is not None and str(override).strip() == str(MODEL_TIMEOUT):
+        override = None
     for value in (override, (context or {}).get("timeout"), model.get("timeout"), default):
         if value is None or value == "":
             continue
@@ -180,6 +198,13 @@ def run_timeout(model: dict, context: dict | None = None, override: int | None =
 # --------------------------------------------------------------------------------------------------
 # The in-container command line
 # --------------------------------------------------------------------------------------------------
+
+def describe_timeout(timeout: int | None) -> str:
+    """``--timeout`` for humans: ``model default (7200 s)``, ``none`` or ``60 s``."""
+    if timeout is None or timeout == MODEL_TIMEOUT:
+        return f"model default ({DEFAULT_TIMEOUT} s)"
+    return "none" if timeout <= 0 else f"{timeout} s"
+
 
 def _quote_args(text: str, where: str) -> str:
     try:
@@ -218,7 +243,8 @@ def script_command(model: dict, context: dict | None = None, options: dict | Non
     ``cmd`` is the outermost wrapper. (Upstream madengine stacks tools the other way round: the last
     tool outermost and its pre scripts first; nesting like a stack is what profilers expect.)
     Post scripts run even when an earlier step failed; the line exits with the first failing step's
-    status. ``.py`` scripts run with ``python3``. ``skip_model_run`` runs everything but the script.
+    status. ``.py`` scripts run with ``python3``, others with bash (:func:`script_runner`).
+    ``skip_model_run`` runs everything but the script.
     ``keep_alive`` writes the status to ``run_directory/.madengine_rc`` and sleeps forever instead of
     exiting, so the container stays up for inspection. Every word is ``shlex.quote``-d except tool
     ``cmd`` prefixes (trusted tools.json strings) and pre-quoted data commands.
@@ -234,7 +260,7 @@ def script_command(model: dict, context: dict | None = None, options: dict | Non
     steps += [_script_call(entry, "pre_scripts") for entry in pre]
     if not opts.get("skip_model_run"):
         script = script_location(model)[1]
-        runner = "python3" if script.endswith(".py") else "bash"
+        runner = script_runner(script)
         words = [str(tool.get("cmd") or "").strip() for tool in tools]
         words += [runner, shlex.quote(script), _quote_args(effective_args(model, ctx), f"model {name} args")]
         steps.append(" ".join(word for word in words if word))
@@ -366,15 +392,76 @@ def _apply_run_options(text: str, body: dict, host: dict, env: dict, where: str)
     return used
 
 
+def card_env(model: dict) -> dict[str, str]:
+    """The card's ``env_vars`` as container env strings (a boolean as ``true``/``false``).
+
+    Raises ValueError when ``env_vars`` is not an object of names to strings, numbers or booleans (the
+    card model's rule; the hub passes JSON as a string value).
+    """
+    raw = model.get("env_vars")
+    if raw in (None, ""):
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"model {model.get('name')}: env_vars must be an object of NAME: value, "
+                         f"not {type(raw).__name__}")
+    env = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ValueError(f"model {model.get('name')}: env_vars key {key!r} is not an environment name")
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"model {model.get('name')}: env_vars {key} must be a string, number or boolean "
+                             f"(give JSON as a string)")
+        env[key] = _str(value)
+    return env
+
+
+def container_env(model: dict, context: dict | None, facts: dict | None, gpus: list[int], vendor: str,
+                  data_plan: Any = None, cred_env: dict | None = None,
+                  options_env: dict | None = None) -> dict[str, str]:
+    """The container's environment: the one precedence every path uses (local run, the cluster role,
+    generated bundles and Jobs, SLURM). Later sources override earlier keys:
+
+    1. madengine's: MAD_MODEL_NAME, MAD_RUNTIME_NGPUS, MAD_SYSTEM_NGPUS, MAD_SYSTEM_GPU_ARCHITECTURE,
+       MAD_GPU_VENDOR, MAD_OUTPUT_CSV (multiple_results);
+    2. the data plan's (MAD_DATANAME, MAD_DATAHOME);
+    3. the card's ``env_vars`` (:func:`card_env`): the card's defaults;
+    4. ``cred_env`` (sorted): the card's ``cred`` fields and the host's ``MAD_SECRETS*`` variables;
+    5. each tool's ``env_vars`` (in tool order);
+    6. ``-e`` of the card's ``additional_docker_run_options`` (``options_env``);
+    7. the context's ``docker_env_vars`` (sorted): the user's choice for this run wins.
+
+    Raises ValueError for a malformed card ``env_vars``.
+    """
+    ctx = context or {}
+    facts = facts or {}
+    env: dict[str, str] = {
+        "MAD_MODEL_NAME": str(model.get("name")),
+        "MAD_RUNTIME_NGPUS": str(len(gpus)),
+        "MAD_SYSTEM_NGPUS": str(int(facts.get("gpu_count") or 0)),
+        "MAD_SYSTEM_GPU_ARCHITECTURE": _str(facts.get("gpu_architecture")),
+        "MAD_GPU_VENDOR": vendor,
+    }
+    if model.get("multiple_results"):
+        env["MAD_OUTPUT_CSV"] = str(model["multiple_results"])
+    env.update({str(k): _str(v) for k, v in (_plan(data_plan).get("env") or {}).items()})
+    env.update(card_env(model))
+    cred_env = cred_env or {}
+    env.update({str(k): _str(cred_env[k]) for k in sorted(cred_env)})
+    for tool in ctx.get("tools") or []:
+        tool_env = tool.get("env_vars") or {}
+        env.update({str(k): _str(tool_env[k]) for k in sorted(tool_env)})
+    env.update({str(k): _str(v) for k, v in (options_env or {}).items()})
+    docker_env = ctx.get("docker_env_vars") or {}
+    env.update({str(k): _str(docker_env[k]) for k in sorted(docker_env)})
+    return env
+
+
 def container_body(model: dict, image: str, context: dict | None, facts: dict | None,
                    options: dict | None, mad_dir: str, run_dir: str, cred_env: dict | None = None,
                    data_plan: Any = None, *, run_id: str = "") -> dict:
     """The JSON body of ``POST /containers/create`` for one model run.
 
-    Env (later sources override earlier keys): MAD_MODEL_NAME, MAD_RUNTIME_NGPUS, MAD_SYSTEM_NGPUS,
-    MAD_SYSTEM_GPU_ARCHITECTURE, MAD_GPU_VENDOR, MAD_OUTPUT_CSV (multiple_results), the data plan's env,
-    ``cred_env`` (sorted), each tool's env_vars, ``-e`` of the model's additional_docker_run_options,
-    the context's docker_env_vars (sorted). The names of the ``cred_env`` keys are listed in the
+    Env: :func:`container_env`. The names of the ``cred_env`` keys are listed in the
     ``madengine.secret_env`` label for :func:`display_command`.
     Vendor options: AMD gets /dev/kfd and the selected GPUs' render devices (``facts.render_devices``
     by index; all of /dev/dri when unknown), group video, host IPC, a 16 GiB shm, SYS_PTRACE and
@@ -391,21 +478,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
     gpus = run_gpus(model, ctx, facts)
     plan = _plan(data_plan)
 
-    env: dict[str, str] = {
-        "MAD_MODEL_NAME": name,
-        "MAD_RUNTIME_NGPUS": str(len(gpus)),
-        "MAD_SYSTEM_NGPUS": str(int(facts.get("gpu_count") or 0)),
-        "MAD_SYSTEM_GPU_ARCHITECTURE": _str(facts.get("gpu_architecture")),
-        "MAD_GPU_VENDOR": vendor,
-    }
-    if model.get("multiple_results"):
-        env["MAD_OUTPUT_CSV"] = str(model["multiple_results"])
-    env.update({str(k): _str(v) for k, v in (plan.get("env") or {}).items()})
     cred_env = cred_env or {}
-    env.update({str(k): _str(cred_env[k]) for k in sorted(cred_env)})
-    for tool in ctx.get("tools") or []:
-        tool_env = tool.get("env_vars") or {}
-        env.update({str(k): _str(tool_env[k]) for k in sorted(tool_env)})
 
     body: dict[str, Any] = {
         "Image": image,
@@ -462,10 +535,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
         # Docker ignores the shm size of a container sharing the host's IPC namespace (upstream drops
         # --ipc=host when SHM_SIZE is set); an explicit --ipc of the model wins.
         del host["IpcMode"]
-    env.update(options_env)
-    docker_env = ctx.get("docker_env_vars") or {}
-    env.update({str(k): _str(docker_env[k]) for k in sorted(docker_env)})
-
+    env = container_env(model, ctx, facts, gpus, vendor, plan, cred_env, options_env)
     body["Env"] = [f"{key}={value}" for key, value in env.items()]
     body["HostConfig"] = host
     return body
@@ -477,7 +547,7 @@ def container_body(model: dict, image: str, context: dict | None, facts: dict | 
 
 def is_secret_env(key: str, secret_keys: Any = ()) -> bool:
     """Whether an env key's value must not be shown: a credential key, or a secret-looking name."""
-    return key in set(secret_keys or ()) or bool(_SECRET_KEY.search(key))
+    return key in set(secret_keys or ()) or is_secret_name(key)
 
 
 def _size_text(size: int) -> str:

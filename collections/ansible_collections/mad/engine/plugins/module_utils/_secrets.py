@@ -1,6 +1,12 @@
 # Copyright: (c) 2026, madengine developers
 # Apache License 2.0 (see LICENSE)
-"""Keep a model's secrets out of its log: the values of its secret env vars, masked as they stream.
+"""The one secret rule, and keeping secrets out of everything a run writes or shows.
+
+:func:`is_secret_name` decides which names hold secrets, for every executor and every file: the
+manifest, the execution config, the bundle, the k8s objects, the console, a container's log. It is
+strict on purpose: the last word of the name says secret (``HF_TOKEN``, ``DB_PASSWORD``,
+``AWS_SECRET_ACCESS_KEY``, ``apiKey``) or the name is a ``MAD_SECRETS*`` variable, unlike
+``MAX_NUM_BATCHED_TOKENS`` or ``TOKENIZERS_PARALLELISM``: masking those would drop a normal setting.
 
 A model can print a credential it was given (a debug `env`, a URL with a token). Its log and its live
 lines must not show it, so the log pump replaces every secret value of the container's environment by
@@ -13,19 +19,53 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK, SECRET_ENV_LABEL
-
+MASK = "******"
+#: Label listing (by name only) the env keys that hold credentials, so logs can mask them.
+SECRET_ENV_LABEL = "madengine.secret_env"
 #: Shorter values are not masked: replacing every "abc" of a log would garble it and hide little.
 MIN_SECRET_LEN = 4
-#: Env names whose value is masked in logs, besides the credential keys: the last word of the name
-#: says secret (HF_TOKEN, DB_PASSWORD, AWS_SECRET_ACCESS_KEY), unlike MAX_NUM_BATCHED_TOKENS or
-#: TOKENIZERS_PARALLELISM, whose values (8192, false) would garble every log and number they appear in.
-_SECRET_NAME = re.compile(r"(^|_)(PASS|PASSWD|PASSWORD|SECRET|TOKEN|KEY|APIKEY|CREDENTIALS?|AUTH)$|MAD_SECRETS",
+#: The last word of a secret name (after splitting on ``_ - .`` and camelCase).
+_SECRET_WORD = re.compile(r"PASS|PASSWD|PASSWORD|PASSPHRASE|SECRETS?|TOKEN|KEY|APIKEY|CREDENTIALS?|AUTH|AUTHORIZATION",
                           re.IGNORECASE)
+_WORD_BREAK = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
+#: Values that say whether something is on, not what a secret is (``USE_AUTH=true``): never masked.
+_FLAG = re.compile(r"true|false|yes|no|on|off|none|null", re.IGNORECASE)
 _NOT_SECRET = re.compile(r"[0-9.]+|true|false|yes|no|on|off|none|null", re.IGNORECASE)
 #: A line longer than this without a line break is written in pieces (masked, all but a possible
 #: secret start): a progress bar with carriage returns only must not wait for the end of the run.
 MAX_HELD = 64 * 1024
+
+
+def is_secret_name(name: Any) -> bool:
+    """Whether the value under ``name`` (an env var, a context or config key) is a secret."""
+    if not isinstance(name, str) or not name:
+        return False
+    if "MAD_SECRETS" in name.upper():
+        return True
+    words = [word for word in _WORD_BREAK.split(name) if word]
+    return bool(words) and bool(_SECRET_WORD.fullmatch(words[-1]))
+
+
+def mask_secrets(obj: Any) -> Any:
+    """A deep copy of ``obj`` where every value under a secret name is replaced by ``MASK``.
+
+    A secret key's nested values are masked leaf by leaf (``{"secrets": {"hf": "x"}}`` hides ``x`` but
+    keeps the structure). Empty values, booleans and on/off words (``"true"``) stay as they are: they
+    reveal nothing, tell the reader whether a credential was set, and a run must not lose them.
+    """
+    return _mask(obj, masking=False)
+
+
+def _mask(obj: Any, *, masking: bool) -> Any:
+    if isinstance(obj, Mapping):
+        return {key: _mask(value, masking=masking or is_secret_name(key)) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_mask(item, masking=masking) for item in obj]
+    if isinstance(obj, tuple):
+        return tuple(_mask(item, masking=masking) for item in obj)
+    if masking and obj is not None and not isinstance(obj, bool) and obj != "" and not _FLAG.fullmatch(str(obj)):
+        return MASK
+    return obj
 
 
 def secret_values(body: Mapping[str, Any]) -> list[str]:
@@ -38,7 +78,7 @@ def secret_values(body: Mapping[str, Any]) -> list[str]:
         key, value = str(item).partition("=")[::2]
         if len(value) < MIN_SECRET_LEN:
             continue
-        if key in credential_keys or (_SECRET_NAME.search(key) and not _NOT_SECRET.fullmatch(value)):
+        if key in credential_keys or (is_secret_name(key) and not _NOT_SECRET.fullmatch(value)):
             values.add(value)
             # The log is masked line by line: each line of a multi-line secret (a PEM key) on its own too.
             values.update(line for line in re.split(r"[\r\n]+", value) if len(line) >= MIN_SECRET_LEN)

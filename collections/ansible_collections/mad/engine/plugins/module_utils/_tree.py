@@ -16,12 +16,40 @@ import os
 import sys
 import tarfile
 
-SKIP_NAMES = ("__pycache__", ".git")
+#: What never goes to a host, by file or folder name: the one skip list of the sync, ``generate
+#: ansible`` and ``generate k8s`` (caches, VCS data, earlier runs' work folders, compiled files, and
+#: credential.json, which only the controller reads).
+SKIP_NAMES = ("__pycache__", ".git", ".svn", ".hg", "run_directory", ".ruff_cache", ".pytest_cache",
+              "credential.json")
+SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+def shipped(name):
+    """Whether a file or folder called NAME goes to hosts."""
+    return name not in SKIP_NAMES and not name.endswith(SKIP_SUFFIXES)
+
+
+def package_files(root, rel):
+    """The files of ROOT/REL (a file or a folder) that a host gets, as paths relative to ROOT (each
+    folder sorted, its files before its subfolders).
+
+    Symlinked folders are not walked into; a symlinked file is listed (callers decide whether its
+    target stays inside the package)."""
+    base = os.path.join(root, rel)
+    if not os.path.isdir(base) or os.path.islink(base):
+        return [rel] if os.path.isfile(base) and shipped(os.path.basename(rel)) else []
+    found = []
+    for folder, dirs, names in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if shipped(d))
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if shipped(name) and os.path.isfile(full):
+                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return found
 
 
 def _skip(info):
-    parts = info.name.split("/")
-    return None if any(name in parts for name in SKIP_NAMES) else info
+    return info if all(shipped(part) for part in info.name.split("/")) else None
 
 
 def pack(out, root, paths=(), prefix=""):
@@ -64,7 +92,10 @@ def unpack(src, dest, remove=True):
     """Extract the tarball SRC (``-``: standard input) into DEST (created if needed), then remove SRC
     unless told not to.
 
-    Members may not leave DEST (absolute paths or ``..`` are refused). ``~`` is expanded.
+    Members may not leave DEST (absolute paths or ``..`` are refused). A symlink found in DEST where a
+    member (or a folder on its way) goes is removed first: the tarball says what is there, and a model
+    that planted the link (DEST may be bind-mounted into its container) cannot redirect the extraction
+    or block every later sync. ``~`` is expanded.
     Returns {"files": N}.
     """
     dest = os.path.expanduser(dest)
@@ -75,6 +106,12 @@ def unpack(src, dest, remove=True):
     with source, tarfile.open(fileobj=source) as tar:
         members = tar.getmembers()
         for member in members:
+            parts = [part for part in member.name.split("/") if part not in ("", ".")]
+            if ".." not in parts and not member.name.startswith("/"):
+                for index in range(1, len(parts) + 1):
+                    here = os.path.join(base, *parts[:index])
+                    if os.path.islink(here):
+                        os.unlink(here)
             target = os.path.realpath(os.path.join(base, member.name))
             if target != base and not target.startswith(base + os.sep):
                 raise ValueError(f"refusing to extract {member.name} outside {dest}")

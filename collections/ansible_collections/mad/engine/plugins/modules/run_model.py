@@ -19,8 +19,11 @@ description:
     unterminated last line gets a line break), and replaces the values of O(cred_env) and of secret-named
     env vars (C(*_TOKEN), C(*_PASSWORD), C(*_SECRET), C(*_KEY), C(MAD_SECRETS*), ...; not numbers or
     booleans, and not values under 4 characters) by C(******), also when the model prints them itself.
+  - Data that cannot be mounted (a source missing from C(data_config), or whose providers all fail) does
+    not stop the model; the log and the row's C(reason) say C(data <name> is NOT mounted). A source with
+    no provider (C({})) runs with only C(MAD_DATANAME) set.
   - Reports C(changed) when a container ran; a model that was skipped, or could not start, changes nothing.
-  - A model that fails (non-zero exit, timeout, no performance line, missing data or script) is B(not) a
+  - A model that fails (non-zero exit, timeout, no performance line, missing script) is B(not) a
     module failure; its FAILURE row says why. Neither is an engine that cannot be reached, which gives a
     FAILURE row with RV(infra_error=true). The task fails only on bad module arguments.
 author:

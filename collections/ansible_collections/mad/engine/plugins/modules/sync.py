@@ -51,6 +51,9 @@ options:
     description:
       - Paths relative to O(src) to copy (files or folders); empty for all of O(src).
       - Paths that do not exist are skipped and listed in RV(missing).
+      - With O(mode=push), a path that leaves O(src) (absolute elsewhere, C(..) above it, or through a
+        symlink pointing outside) fails the task before anything is sent. Symlinks inside the folders
+        are sent as symlinks, never followed.
     type: list
     elements: str
     default: []

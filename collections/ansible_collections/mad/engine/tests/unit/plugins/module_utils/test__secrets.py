@@ -2,8 +2,18 @@
 # Apache License 2.0 (see LICENSE)
 from __future__ import annotations
 
+import copy
+
 import pytest
-from ansible_collections.mad.engine.plugins.module_utils._secrets import MAX_HELD, LineMasker, mask_text, secret_values
+from ansible_collections.mad.engine.plugins.module_utils._secrets import (
+    MASK,
+    MAX_HELD,
+    LineMasker,
+    is_secret_name,
+    mask_secrets,
+    mask_text,
+    secret_values,
+)
 
 SECRET = "hunter2-s3cr3t"
 
@@ -65,3 +75,68 @@ def test_a_very_long_line_is_passed_in_pieces_without_a_secret_start() -> None:
     assert out == b"x" * (MAX_HELD + 5 - (len(SECRET) - 1))  # the possible start of a secret is held
     out += masker.feed(SECRET.encode()[5:] + b" done\n")
     assert out == b"x" * MAX_HELD + b"****** done\n"
+
+
+# ---------------------------------------------------------------- the one secret-name rule
+
+
+@pytest.mark.parametrize("name", ["password", "DB_PASS", "MY_PASSWORD", "client_secret", "HF_TOKEN", "hfToken",
+                                  "api_key", "apiKey", "APIKEY", "credentials", "Authorization", "registry-auth",
+                                  "AWS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "secrets", "MAD_SECRETS_HFTOKEN",
+                                  "mad_secrets_x", "ssh.passphrase"])
+def test_secret_names(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["MAX_NUM_BATCHED_TOKENS", "TOKENIZERS_PARALLELISM", "NUM_PASSES", "SSH_AUTH_SOCK",
+                                  "KEY_FILE", "gpu_vendor", "docker_build_arg", "BASE_DOCKER", "model_args",
+                                  "timeout", "OMP_NUM_THREADS", "AWS_ACCESS_KEY_ID", "", None, 3])
+def test_names_that_are_not_secret(name) -> None:
+    assert not is_secret_name(name)
+
+
+def test_mask_secrets_nested_and_not_mutating() -> None:
+    ctx = {
+        "gpu_vendor": "AMD",
+        "docker_build_arg": {"MAD_SECRETS_HF_TOKEN": "hf_abc", "BASE_DOCKER": "rocm/pytorch"},
+        "docker_env_vars": {"MY_PASSWORD": "hunter2", "HIP_VISIBLE_DEVICES": "0", "PORT": 8080,
+                            "MAX_NUM_BATCHED_TOKENS": "8192", "USE_AUTH": "true"},
+        "tools": [{"name": "x", "env_vars": {"API_KEY": "k", "LEVEL": "1"}}],
+        "secrets": {"hf": "abc", "list": ["a", ""], "flag": True, "n": None, "num": 1234},
+        "MAD_SECRETS": "plain",
+        "empty_token": "",
+    }
+    original = copy.deepcopy(ctx)
+    masked = mask_secrets(ctx)
+    assert masked == {
+        "gpu_vendor": "AMD",
+        "docker_build_arg": {"MAD_SECRETS_HF_TOKEN": MASK, "BASE_DOCKER": "rocm/pytorch"},
+        "docker_env_vars": {"MY_PASSWORD": MASK, "HIP_VISIBLE_DEVICES": "0", "PORT": 8080,
+                            "MAX_NUM_BATCHED_TOKENS": "8192", "USE_AUTH": "true"},
+        "tools": [{"name": "x", "env_vars": {"API_KEY": MASK, "LEVEL": "1"}}],
+        "secrets": {"hf": MASK, "list": [MASK, ""], "flag": True, "n": None, "num": MASK},
+        "MAD_SECRETS": MASK,
+        "empty_token": "",
+    }
+    assert MASK == "******"
+    assert ctx == original
+    masked["docker_build_arg"]["BASE_DOCKER"] = "changed"
+    assert ctx["docker_build_arg"]["BASE_DOCKER"] == "rocm/pytorch"
+
+
+def test_mask_secrets_on_lists_and_scalars() -> None:
+    assert mask_secrets([{"token": "t"}, {"name": "n"}]) == [{"token": MASK}, {"name": "n"}]
+    assert mask_secrets("hf_abc") == "hf_abc"  # no key, nothing to judge by
+    assert mask_secrets(None) is None
+
+
+def test_every_side_of_the_seam_uses_this_rule() -> None:
+    """The controller (manifest, console), the container body and the docker command line agree."""
+    from ansible_collections.mad.engine.plugins.module_utils import _runspec
+
+    from madengine import build, context, credentials
+
+    assert _runspec.is_secret_name is is_secret_name
+    assert credentials.is_secret_name is is_secret_name and build.mask_secrets is mask_secrets
+    assert not hasattr(context, "SECRET_KEY_PATTERN")
+    assert _runspec.is_secret_env("MAX_NUM_BATCHED_TOKENS") is False and _runspec.is_secret_env("HF_TOKEN")

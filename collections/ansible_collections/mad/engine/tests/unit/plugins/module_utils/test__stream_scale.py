@@ -33,7 +33,7 @@ MB = 1000 * 1000
 def long_line(mb: int) -> Iterator[bytes]:
     """A `mb` MB line without a break in 64 KiB reads, then a performance line."""
     chunk = b"x" * CHUNK
-    for _ in range(mb * MB // CHUNK):
+    for _count in range(mb * MB // CHUNK):
         yield chunk
     yield b"\nperformance: 7 items_per_second\n"
 
@@ -41,7 +41,7 @@ def long_line(mb: int) -> Iterator[bytes]:
 def progress(mb: int) -> Iterator[bytes]:
     """`mb` MB of progress updates ending in a carriage return only, then a performance line."""
     block = "".join(f"progress {i:9d} %\r" for i in range(CHUNK // 20)).encode()
-    for _ in range(mb * MB // len(block)):
+    for _count in range(mb * MB // len(block)):
         yield block
     yield b"performance: 7 items_per_second\n"
 
@@ -96,7 +96,7 @@ def test_the_log_pump_streams_a_50mb_line_in_bounded_memory(tmp_path) -> None:
             tracemalloc.stop()
     assert outcome.exit_code == 0 and outcome.error is None
     assert seconds < 15 and peak < 8 * MB, (seconds, peak)
-    assert (tmp_path / "log").stat().st_size == sum(len(chunk) for _, chunk in frames)
+    assert (tmp_path / "log").stat().st_size == sum(len(frame[1]) for frame in frames)
     assert log.scanner.result() == (7.0, "items_per_second", "") and lines[-1] == "performance: 7 items_per_second"
 
 
@@ -113,7 +113,7 @@ SAMPLES = [
 def test_perf_scanner_agrees_with_parse_performance_however_the_bytes_are_split(text: str) -> None:
     data = text.encode()
     rng = random.Random(text)
-    for _ in range(20):
+    for _count in range(20):
         cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randint(0, 6))))
         scanner = PerfScanner()
         for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):

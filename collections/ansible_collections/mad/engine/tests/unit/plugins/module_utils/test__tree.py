@@ -59,6 +59,28 @@ def test_unpack_refuses_members_outside_dest(tmp_path: Path) -> None:
     assert not (tmp_path / "escaped").exists()
 
 
+def test_unpack_replaces_symlinks_a_model_planted_in_dest(tmp_path: Path) -> None:
+    """The host's MAD copy is bind-mounted writable into containers: a model swaps a synced file and a
+    synced folder for links out. The next sync puts the real ones back, writing nothing outside."""
+    _tree_at(tmp_path / "src")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shadow").write_text("SECRET\n")
+    dest = tmp_path / "dest"
+    _tree.pack(str(tmp_path / "1.tgz"), str(tmp_path / "src"), ["scripts"])
+    _tree.unpack(str(tmp_path / "1.tgz"), str(dest))
+    (dest / "scripts" / "dummy" / "run.sh").unlink()
+    os.symlink(outside / "shadow", dest / "scripts" / "dummy" / "run.sh")
+    os.rename(dest / "scripts" / "common", tmp_path / "old-common")
+    os.symlink(outside, dest / "scripts" / "common")
+    _tree.pack(str(tmp_path / "2.tgz"), str(tmp_path / "src"), ["scripts"])
+    assert _tree.unpack(str(tmp_path / "2.tgz"), str(dest)) == {"files": 2}
+    assert not (dest / "scripts" / "dummy" / "run.sh").is_symlink()
+    assert (dest / "scripts" / "dummy" / "run.sh").read_text() == "echo hi\n"
+    assert not (dest / "scripts" / "common").is_symlink() and (dest / "scripts" / "common" / "tools.json").is_file()
+    assert sorted(p.name for p in outside.iterdir()) == ["shadow"] and (outside / "shadow").read_text() == "SECRET\n"
+
+
 def test_source_runs_standalone_as_the_host_runs_it(tmp_path: Path) -> None:
     _tree_at(tmp_path / "src")
     code = inspect.getsource(_tree)
@@ -85,3 +107,30 @@ def test_streams_through_stdin_and_stdout_as_the_sync_action_uses_them(tmp_path:
                           input=base64.b64decode(out["data"]), capture_output=True, check=True)
     assert json.loads(done.stdout) == {"files": 2}
     assert (tmp_path / "dest" / "scripts" / "common" / "tools.json").read_text() == "{}"
+
+
+def test_one_file_set_for_the_sync_the_bundle_and_k8s(tmp_path: Path) -> None:
+    """What the sync packs is what package_files lists, and generate ansible/k8s use package_files too."""
+    import tarfile
+
+    from ansible_collections.mad.engine.plugins.module_utils._tree import SKIP_NAMES, pack, package_files
+
+    import madengine.ansible_bundle as bundle
+    import madengine.k8s as k8s
+
+    root = tmp_path / "mad"
+    for rel in ("scripts/m/run.sh", "scripts/m/lib/x.py", "scripts/m/__pycache__/x.cpython-311.pyc",
+                "scripts/m/y.pyc", "scripts/m/.git/HEAD", "scripts/m/credential.json",
+                "scripts/m/run_directory/old.txt", "scripts/m/.ruff_cache/c"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    listed = package_files(str(root), "scripts/m")
+    assert sorted(listed) == ["scripts/m/lib/x.py", "scripts/m/run.sh"]
+    out = tmp_path / "t.tgz"
+    pack(str(out), str(root), ["scripts/m"])
+    with tarfile.open(out) as tar:
+        packed = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert packed == sorted(listed)
+    assert "credential.json" in SKIP_NAMES
+    assert bundle.package_files is package_files and k8s.package_files is package_files
+    assert not hasattr(bundle, "_SKIP_DIRS") and not hasattr(k8s, "_SKIP_DIRS")

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
+from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
 from ansible_collections.mad.engine.plugins.module_utils._tools import tools_table
 
 from madengine import __version__
 from madengine.atomic import write_json_atomic
-from madengine.context import mask_secrets
 from madengine.credentials import Credentials, mask_deep, secret_context_values
 from madengine.errors import InvalidInputError
 from madengine.jsonfile import read_json_document
@@ -127,8 +127,10 @@ def _data_needs(model: Model, data_config: Mapping[str, Any], notes: list[str]) 
         return None
     entry = data_config.get(model.data)
     if entry is None:
-        notes.append(f"model {model.name}: data {model.data!r} is not defined in the data config; "
-                     "its run will fail unless the run host's data config defines it")
+        note = (f"data {model.data!r} is not defined in the data config: its models run without it (NOT mounted) "
+                "unless the run host's data config defines it")
+        if note not in notes:  # once per data source
+            notes.append(note)
         return {"name": model.data, "defined": False, "providers": [], "readwrite": False, "size": ""}
     if isinstance(entry, str):
         entry = {"local": entry}
@@ -150,11 +152,11 @@ def _tools(context: Mapping[str, Any], tools_config_path: str | None) -> dict[st
     requested = context.get("tools") or []
     if not requested:
         return {}
-    name = tools_config_path or "the tools config"
-    config = _read_json_object(tools_config_path, "--tools-config")
-    if not config:
-        raise InvalidInputError(f"tools are requested but the tools config {name} does not exist",
-                                hint="create it, or point --tools-config at your tools.json")
+    from madengine.tools_config import effective_tools_config, tools_config_name
+
+    path = effective_tools_config(tools_config_path)  # the hub has none: madengine's default
+    name = tools_config_name(path)
+    config = _read_json_object(str(path), "--tools-config")
     try:
         table = tools_table(config, name)
     except ValueError as exc:
@@ -322,8 +324,26 @@ def execution_config_from_dict(data: Any, *, where: str = "execution config") ->
     return ExecutionConfig(models=models, version=version, raw=dict(data), **parts, **texts)
 
 
+def execution_config_from_manifest(manifest: Manifest, mad_dir: Path) -> ExecutionConfig:
+    """The execution config a build manifest implies on its own: its models, its (masked) context and
+    the run options recorded at build time (data and tools configs read again from their recorded
+    paths; one that is gone since counts as absent). What ``generate`` uses without ``export-config``."""
+    stored = manifest.run_options
+    options = ExportOptions(mad_dir=Path(mad_dir), data_config=stored.get("data_config"),
+                            tools_config=stored.get("tools_config"), data_config_given=False,
+                            tools_config_given=False, ignore_deprecated=True,
+                            sys_env_details=bool(stored.get("sys_env_details", True)),
+                            force_mirror_local=stored.get("force_mirror_local"),
+                            disable_skip_gpu_arch=bool(stored.get("disable_skip_gpu_arch")))
+    models = [entry.model for entry in manifest.entries()]
+    result = build_execution_config(models, manifest.context, options)
+    where = f"implied by the build manifest {manifest.path}" if manifest.path else "of the build manifest"
+    return execution_config_from_dict(result.config, where=where)
+
+
 __all__ = ["EXECUTION_CONFIG_VERSION", "GPU_RESOURCES", "ExecutionConfig", "ExportOptions", "ExportResult",
-           "build_execution_config", "execution_config_from_dict", "load_execution_config",
+           "build_execution_config", "execution_config_from_dict", "execution_config_from_manifest",
+           "load_execution_config",
            "write_execution_config"]
 
 

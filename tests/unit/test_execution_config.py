@@ -1,4 +1,4 @@
-"""`madengine-cli export-config` and the execution config it writes (madengine.export)."""
+"""`madengine-cli export-config` and the execution config it writes (madengine.execution_config)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from madengine import __version__
 from madengine.cli.app import app, invoke
 from madengine.errors import ExitCode, InvalidInputError
-from madengine.export import (
+from madengine.execution_config import (
     EXECUTION_CONFIG_VERSION,
     execution_config_from_dict,
     load_execution_config,
