@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from madengine.errors import InvalidInputError
+from madengine.errors import InvalidInputError, RunError
 from madengine.pathlock import PathLock
 
 LEDGER_NAME = "ledger.jsonl"
@@ -84,14 +84,19 @@ class Ledger:
 
     def _append(self, record: dict[str, Any], *, first: bool = False) -> None:
         """Append `record` as one line (with `first`: only to a ledger that has no line yet)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
-        with self._lock, open(self.path, "a+b") as handle:
-            if _drop_torn_tail(handle) and first:
-                return
-            handle.write(line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with self._lock, open(self.path, "a+b") as handle:
+                if _drop_torn_tail(handle) and first:
+                    return
+                handle.write(line.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as e:  # a full disk, a read-only runs/ folder
+            raise RunError(f"Cannot write the run ledger {self.path.absolute()}: {e.strerror or e}",
+                           hint="free disk space or make runs/ writable; the rows already in perf.csv are "
+                                "kept, and `--resume` does not run those models again") from None
 
     def start(self, run: dict[str, Any]) -> None:
         """Record the run itself (once; a resumed run keeps its first record)."""

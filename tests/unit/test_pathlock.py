@@ -49,3 +49,15 @@ def test_a_run_leaves_no_ledger_lock(tmp_path: Path) -> None:
     ledger.start({"args": {}, "cells": []})
     ledger.record("k", "localhost", 1, [{"status": "SUCCESS", "model": "m"}])
     assert sorted(p.name for p in ledger.dir.iterdir()) == ["ledger.jsonl"]
+
+
+def test_a_ledger_that_cannot_be_written_is_a_clear_run_error(tmp_path: Path) -> None:
+    from madengine.errors import ExitCode, MadError
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "20260101-000000-abcdef").write_text("a file where the run folder goes")
+    with pytest.raises(MadError) as err:
+        Ledger(runs, "20260101-000000-abcdef").start({"args": {}, "cells": []})
+    assert err.value.exit_code == ExitCode.RUN_FAILURE
+    assert "Cannot write the run ledger" in err.value.message and "20260101-000000-abcdef" in err.value.message
