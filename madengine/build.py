@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,6 +83,12 @@ class BuildOptions:
     run_options: dict[str, Any] = field(default_factory=dict)
     #: Overrides ``<mad_dir>/credential.json`` (tests, or a shared credentials file).
     credential_file: Path | None = None
+    #: ``--target-archs``: build each image once per GPU architecture (build arg MAD_SYSTEM_GPU_ARCHITECTURE,
+    #: image name suffix ``_<arch>``), as ROCm's madengine does.
+    target_archs: list[str] = field(default_factory=list)
+    #: ``--use-image IMAGE|auto``: build nothing, run every model in IMAGE (auto: the card's
+    #: DOCKER_IMAGE_NAME env var). The context key MAD_CONTAINER_IMAGE means the same.
+    use_image: str | None = None
 
 
 @dataclass
@@ -100,6 +106,10 @@ class PlannedImage:
     #: ``built_models`` key of each model (the image name the model would have on its own).
     model_keys: list[str] = field(default_factory=list)
     log_file: Path = Path()
+    #: The ``--target-archs`` architecture this build is for ("" without).
+    gpu_architecture: str = ""
+    #: A ready image (``--use-image``/``MAD_CONTAINER_IMAGE``): nothing is built or tagged.
+    prebuilt: bool = False
 
     @property
     def model_names(self) -> list[str]:
@@ -133,6 +143,11 @@ class BuildPlan:
     images: list[PlannedImage] = field(default_factory=list)
     failures: list[ModelFailure] = field(default_factory=list)
     skipped: list[SkippedModel] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def docker_builds(self) -> int:
+        return sum(1 for p in self.images if not p.prebuilt)
 
 
 @dataclass
@@ -146,10 +161,12 @@ class ImageResult:
     built: BuiltImage | None = None
     push_error: str | None = None
     push_hint: str | None = None
+    #: The image record of each card's own tag (``model_keys``): the build's tag first.
+    built_by_key: dict[str, BuiltImage] = field(default_factory=dict)
 
     @property
     def pushed(self) -> bool:
-        return bool(self.built and self.built.pushed)
+        return bool(self.built_by_key) and all(b.pushed for b in self.built_by_key.values())
 
 
 @dataclass
@@ -242,15 +259,100 @@ def build_context(mad_dir: Path, model: Model, dockerfile: Path) -> Path:
     return default.resolve() if default.is_dir() else dockerfile.parent
 
 
+#: The build arg ROCm's madengine sets per ``--target-archs`` architecture.
+ARCH_BUILD_ARG = "MAD_SYSTEM_GPU_ARCHITECTURE"
+#: Dockerfile variables that list the architectures an image supports (ROCm's check of --target-archs).
+_ARCH_LIST_VARS = ("PYTORCH_ROCM_ARCH", "GPU_TARGETS", "GPU_ARCHS")
+_ARCH_DECL = re.compile(r"^\s*(?:ARG|ENV)\s+(" + "|".join(_ARCH_LIST_VARS) + r")[=\s]+[\"']?([^\s\"']+)",
+                        re.IGNORECASE | re.MULTILINE)
+#: The context key that names a ready image to run instead of building (MAD docs).
+CONTAINER_IMAGE_KEY = "MAD_CONTAINER_IMAGE"
+AUTO_IMAGE = "auto"
+#: The card env var ``--use-image auto`` reads.
+IMAGE_ENV_VAR = "DOCKER_IMAGE_NAME"
+#: Vendor names a Dockerfile's file name may carry (``x.ubuntu.amd.Dockerfile``).
+_VENDOR_WORDS = {"AMD": ("amd", "rocm"), "NVIDIA": ("nvidia", "cuda")}
+
+
+def arch_problem(dockerfile: Path, arch: str) -> str | None:
+    """Why ``dockerfile`` cannot be built for ``arch`` (ROCm's rule: a GPU_TARGETS/PYTORCH_ROCM_ARCH/
+    GPU_ARCHS list in it must hold the architecture), or None."""
+    try:
+        text = dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for match in _ARCH_DECL.finditer(text):
+        values = [v.strip().lower() for v in re.split(r"[;,]", match.group(2)) if v.strip()]
+        if values and arch.lower() not in values:
+            return (f"--target-archs {arch}: {dockerfile.name} builds only for {match.group(1)}="
+                    f"{';'.join(values)}")
+    return None
+
+
+def prebuilt_image(options: BuildOptions) -> str | None:
+    """The ready image every model runs in (``--use-image``, else the context's MAD_CONTAINER_IMAGE)."""
+    value = options.use_image or options.context.get(CONTAINER_IMAGE_KEY)
+    return str(value).strip() or None if value else None
+
+
+def _plan_prebuilt(plan: BuildPlan, model: Model, image: str, taken_keys: set[str]) -> None:
+    if image == AUTO_IMAGE:
+        env_vars = model.extra.get("env_vars") or {}
+        found = env_vars.get(IMAGE_ENV_VAR) if isinstance(env_vars, Mapping) else None
+        if not found:
+            plan.failures.append(ModelFailure(
+                model.name, model.dockerfile,
+                f"--use-image auto: the card has no env_vars.{IMAGE_ENV_VAR} naming its image "
+                f"(give --use-image IMAGE instead)"))
+            return
+        image = str(found)
+    stem = Path(model.dockerfile).name if model.dockerfile else "image"
+    key = _unique(image_name(model.name, stem), taken_keys)
+    taken_keys.add(key)
+    planned = PlannedImage(docker_image=image, dockerfile=Path(), context_dir=Path(), build_args={},
+                           prebuilt=True, models=[model], model_keys=[key])
+    plan.images.append(planned)
+
+
+def _selection_warnings(plan: BuildPlan, model: Model, pattern: str, selected: list[Candidate],
+                        context: Mapping[str, Any]) -> None:
+    if len(selected) > 1:
+        plan.warnings.append(
+            f"{model.name}: Dockerfile prefix {model.dockerfile!r} ({pattern}) matches {len(selected)} files "
+            f"({', '.join(c.path.name for c in selected)}): the card is built and run {len(selected)} times; "
+            "add a # CONTEXT header to each, or make the prefix longer")
+    vendor = str(context.get("gpu_vendor") or "").upper()
+    words = _VENDOR_WORDS.get(vendor)
+    if not words:
+        return
+    for cand in selected:
+        parts = cand.path.name.lower().split(".")
+        if cand.header is None and not any(w in parts for w in words):
+            plan.warnings.append(
+                f"{model.name}: {cand.path.name} has no # CONTEXT header and its name does not say "
+                f"{vendor}: it is chosen for gpu_vendor {vendor} anyway")
+
+
 def plan_builds(models: list[Model], options: BuildOptions, credentials: Credentials) -> BuildPlan:
     """Decide what to build, without touching Docker.
 
     Deprecated models are skipped unless ``options.ignore_deprecated``. Each remaining model gets one
-    image per selected Dockerfile; models resolving to the same Dockerfile, build context and build
-    args share one image, named after the first of them.
+    image per selected Dockerfile (and per ``--target-archs`` architecture); models resolving to the
+    same Dockerfile, build context and build args share one build, tagged once per model with the
+    model's own name (``model_keys``). With ``--use-image``/``MAD_CONTAINER_IMAGE`` nothing is built.
+    Warnings (a prefix matching several Dockerfiles, a header-less Dockerfile chosen for a vendor it
+    does not name) go to ``plan.warnings``.
     """
     plan = BuildPlan()
     mad_dir = options.mad_dir
+    prebuilt = prebuilt_image(options)
+    archs: list[str] = list(options.target_archs) or [""]
+    given_arch = (options.context.get("docker_build_arg") or {}).get(ARCH_BUILD_ARG)
+    if options.target_archs and given_arch:
+        # ROCm's rule: a context MAD_SYSTEM_GPU_ARCHITECTURE turns --target-archs off.
+        plan.warnings.append(f"docker_build_arg {ARCH_BUILD_ARG}={given_arch} is in the context: "
+                             f"--target-archs {','.join(options.target_archs)} is ignored")
+        archs = [""]
     by_key: dict[tuple[Any, ...], PlannedImage] = {}
     taken_images: set[str] = set()
     taken_keys: set[str] = set()
@@ -258,6 +360,9 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
     for model in models:
         if model.deprecated and not options.ignore_deprecated:
             plan.skipped.append(SkippedModel(model.name, "deprecated (use --ignore-deprecated to build it)"))
+            continue
+        if prebuilt is not None:
+            _plan_prebuilt(plan, model, prebuilt, taken_keys)
             continue
         if not model.dockerfile:
             plan.failures.append(ModelFailure(model.name, "", "the model has no \"dockerfile\" prefix"))
@@ -285,6 +390,7 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
             continue
         log.debug("%s: %s selects %s of %s", model.name, selection.pattern,
                   [c.path.name for c in selection.selected], [c.path.name for c in selection.candidates])
+        _selection_warnings(plan, model, selection.pattern, selection.selected, options.context)
         try:
             args, secret_args = model_build_args(model, options.context, credentials)
         except CredentialError as exc:
@@ -293,26 +399,38 @@ def plan_builds(models: list[Model], options: BuildOptions, credentials: Credent
         for cand in selection.selected:
             dockerfile = cand.path.resolve()
             context_dir = build_context(mad_dir, model, dockerfile)
-            own_name = image_name(model.name, dockerfile)
-            key = (str(dockerfile), str(context_dir), tuple(sorted(args.items())))
-            planned = by_key.get(key)
-            if planned is None:
-                name = _unique(own_name, taken_images | taken_keys)
-                if name != own_name:
-                    log.warning("image name %s is already used by another build; using %s", own_name, name)
-                planned = PlannedImage(docker_image=name, dockerfile=dockerfile, context_dir=context_dir,
-                                       build_args=dict(args), secret_args=secret_args, candidate=cand,
-                                       log_file=log_dir / log_file_name(model.name, dockerfile))
-                by_key[key] = planned
-                taken_images.add(name)
-                plan.images.append(planned)
-            else:
-                log.debug("%s shares image %s (same Dockerfile, context and build args)", model.name,
-                          planned.docker_image)
-            model_key = _unique(own_name, taken_keys | (taken_images - {planned.docker_image}))
-            taken_keys.add(model_key)
-            planned.models.append(model)
-            planned.model_keys.append(model_key)
+            for arch in archs:
+                arch_args = dict(args)
+                own_name = image_name(model.name, dockerfile)
+                if arch:
+                    problem = arch_problem(dockerfile, arch)
+                    if problem:
+                        plan.failures.append(ModelFailure(model.name, _rel(dockerfile, mad_dir), problem))
+                        continue
+                    arch_args[ARCH_BUILD_ARG] = arch
+                    own_name = f"{own_name}_{_INVALID_NAME.sub('_', arch.lower())}"
+                key = (str(dockerfile), str(context_dir), tuple(sorted(arch_args.items())))
+                planned = by_key.get(key)
+                if planned is None:
+                    name = _unique(own_name, taken_images | taken_keys)
+                    if name != own_name:
+                        log.warning("image name %s is already used by another build; using %s", own_name, name)
+                    log_name = log_file_name(model.name, dockerfile)
+                    if arch:
+                        log_name = log_name.replace(LOG_SUFFIX, f"_{arch}{LOG_SUFFIX}")
+                    planned = PlannedImage(docker_image=name, dockerfile=dockerfile, context_dir=context_dir,
+                                           build_args=arch_args, secret_args=secret_args, candidate=cand,
+                                           log_file=log_dir / log_name, gpu_architecture=arch)
+                    by_key[key] = planned
+                    taken_images.add(name)
+                    plan.images.append(planned)
+                else:
+                    log.debug("%s shares the build of %s (same Dockerfile, context and build args)", model.name,
+                              planned.docker_image)
+                model_key = _unique(own_name, taken_keys | (taken_images - {planned.docker_image}))
+                taken_keys.add(model_key)
+                planned.models.append(model)
+                planned.model_keys.append(model_key)
     return plan
 
 
@@ -344,6 +462,49 @@ def build_command(plan: PlannedImage, mad_dir: Path, *, nocache: bool, pull: boo
         parts += ["--build-arg", f"{name}={shown}"]
     parts.append(_rel(plan.context_dir, mad_dir))
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def plan_summary(plan: BuildPlan, options: BuildOptions, models: list[Model]) -> dict[str, Any]:
+    """``build --dry-run --json``: what a build would do, secret build-arg values masked."""
+    mad_dir = options.mad_dir
+    images = []
+    for planned in plan.images:
+        entry: dict[str, Any] = {
+            "docker_image": planned.docker_image,
+            "tags": list(planned.model_keys),
+            "models": planned.model_names,
+            "prebuilt": planned.prebuilt,
+        }
+        if not planned.prebuilt:
+            entry.update({
+                "dockerfile": _rel(planned.dockerfile, mad_dir),
+                "context": _rel(planned.context_dir, mad_dir),
+                "build_args": {k: MASK if k in planned.secret_args else v for k, v in planned.build_args.items()},
+                "gpu_architecture": planned.gpu_architecture or None,
+                "build_command": build_command(planned, mad_dir, nocache=options.clean_docker_cache, pull=False),
+            })
+        images.append(entry)
+    return {
+        "mad_dir": str(mad_dir),
+        "cards": len(models),
+        "docker_builds": plan.docker_builds,
+        "images": images,
+        "failures": [f.to_dict() for f in plan.failures],
+        "skipped": [{"model": s.model, "reason": s.reason} for s in plan.skipped],
+        "warnings": list(plan.warnings),
+    }
+
+
+def dry_run(models: list[Model], options: BuildOptions) -> tuple[BuildPlan, dict[str, Any]]:
+    """The plan of :func:`build_models` without Docker: no build, no manifest written."""
+    options.mad_dir = Path(options.mad_dir).absolute()
+    if prebuilt_image(options) and options.registry:
+        raise InvalidInputError("--use-image (or MAD_CONTAINER_IMAGE) and --registry do not go together",
+                                hint="--use-image runs a ready image and builds nothing to push; drop one of them")
+    credentials = Credentials.load(options.mad_dir, path=options.credential_file)
+    plan = plan_builds(models, options, credentials)
+    secrets = credentials.secret_values(secret_context_values(options.context))
+    return plan, mask_deep(plan_summary(plan, options, models), secrets)
 
 
 # ------------------------------------------------------------------------------------------- run options
@@ -635,10 +796,21 @@ class _Builder:
             gpu_vendor=str(ctx.get("gpu_vendor") or ""), guest_os=str(ctx.get("guest_os") or ""),
             models=planned.model_names, image_id=image_id, size=info.get("Size"),
             build_args=sorted(planned.build_args))
+        if planned.gpu_architecture:
+            built.extra["gpu_architecture"] = planned.gpu_architecture
         result.ok = True
         result.built = built
+        result.built_by_key = {image: built}
+        # One build, one tag per card (ROCm names every card's image after the card): a tag is free.
+        for key in planned.model_keys:
+            if key == image:
+                continue
+            out.line(f"$ docker tag {image} {key}")
+            api.tag(image, key, tag="latest", force=True)
+            result.built_by_key[key] = replace(built, docker_image=key, extra=dict(built.extra))
         if options.registry:
-            self._push(api, planned, result, out)
+            for key, each in result.built_by_key.items():
+                self._push(api, key, each, result, out)
 
     def _should_pull(self, api: Any, base: str, out: _LineLog) -> bool:
         """Pull the base only where a registry has it: an image made locally (no repo digest) is kept."""
@@ -686,17 +858,17 @@ class _Builder:
             return str(digests[0]).rpartition("@")[2]
         return str(info.get("Id") or "")
 
-    def _push(self, api: Any, planned: PlannedImage, result: ImageResult, out: _LineLog) -> None:
+    def _push(self, api: Any, local: str, built: BuiltImage, result: ImageResult, out: _LineLog) -> None:
+        """Push the local tag ``local`` (``built`` records the outcome; a failure also marks ``result``)."""
         registry = self.options.registry or ""
-        built = result.built
-        assert built is not None
-        repo, tag = self.registry_ref(planned.docker_image)
+        repo, tag = self.registry_ref(local)
         built.registry_tag = f"{repo}:{tag}"
         key = self.login.key if self.login else registry
 
         def fail(cause: str, hint: str | None) -> None:
             built.push_failed, built.push_error = True, cause
-            result.push_error, result.push_hint = cause, hint
+            if result.push_error is None:
+                result.push_error, result.push_hint = cause, hint
             out.line(f"❌ push of {built.registry_tag} failed: {cause}")
 
         if self.login_error:
@@ -707,12 +879,12 @@ class _Builder:
         if down:
             fail(*down)
             return
-        self.progress(planned.docker_image, "push", built.registry_tag)
-        out.line(f"$ docker tag {planned.docker_image} {built.registry_tag}")
+        self.progress(local, "push", built.registry_tag)
+        out.line(f"$ docker tag {local} {built.registry_tag}")
         out.line(f"$ docker push {built.registry_tag}")
         digest = None
         try:
-            api.tag(planned.docker_image, repo, tag=tag, force=True)
+            api.tag(local, repo, tag=tag, force=True)
             auth = self.login.auth_config() if self.login else None
             for chunk in api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
                 if "error" in chunk:
@@ -724,7 +896,7 @@ class _Builder:
                 if status and status not in _PUSH_NOISE:
                     out.line(" ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k)))
             if not digest:  # older engines: the digest is only in the image's RepoDigests
-                digest = _repo_digest(api.inspect_image(planned.docker_image), repo)
+                digest = _repo_digest(api.inspect_image(local), repo)
         except Exception as exc:  # noqa: BLE001 - recorded as push_failed; other images go on
             cause, hint, unreachable = explain_registry_error(
                 mask_text(_api_message(exc), self.secrets), registry, key)
@@ -740,7 +912,7 @@ class _Builder:
         built.image_digest = digest
         built.registry_image = f"{repo}@{digest}"
         out.line(f"✅ pushed {built.registry_tag} ({built.registry_image})")
-        self.progress(planned.docker_image, "pushed", built.registry_image)
+        self.progress(local, "pushed", built.registry_image)
 
 
 def _repo_digest(info: Mapping[str, Any], repo: str) -> str | None:
@@ -769,24 +941,30 @@ def build_models(models: list[Model], options: BuildOptions, *,
     wall_start = time.monotonic()
     options.mad_dir = Path(options.mad_dir).absolute()
     options.manifest_output = Path(options.manifest_output)
+    if prebuilt_image(options) and options.registry:
+        raise InvalidInputError("--use-image (or MAD_CONTAINER_IMAGE) and --registry do not go together",
+                                hint="--use-image runs a ready image and builds nothing to push; drop one of them")
     credentials = Credentials.load(options.mad_dir, path=options.credential_file)
     plan = plan_builds(models, options, credentials)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
     secrets = credentials.secret_values(secret_context_values(options.context))
     builder = _Builder(options, plan, credentials, secrets, progress)
-    results: list[ImageResult] = []
-    if plan.images:
+    results: list[ImageResult] = [_prebuilt_result(p, options) for p in plan.images if p.prebuilt]
+    to_build = [p for p in plan.images if not p.prebuilt]
+    if to_build:
         builder.start()
-        for planned in plan.images:
+        for planned in to_build:
             builder.progress(planned.docker_image, "queued", ", ".join(planned.model_names))
         jobs = max(1, int(options.jobs or 1))
         try:
             if jobs == 1:
-                for planned in plan.images:
+                for planned in to_build:
                     results.append(builder.build_one(planned))
             else:
                 with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mad-build") as pool:
-                    futures = [pool.submit(builder.build_one, planned) for planned in plan.images]
-                    results = [f.result() for f in futures]
+                    futures = [pool.submit(builder.build_one, planned) for planned in to_build]
+                    results += [f.result() for f in futures]
         except KeyboardInterrupt:
             # Keep what finished: the manifest of an interrupted build lists the images that exist.
             _finish(options, plan, results, credentials, secrets, builder, wall_start)
@@ -794,6 +972,16 @@ def build_models(models: list[Model], options: BuildOptions, *,
         finally:
             builder.close()
     return _finish(options, plan, results, credentials, secrets, builder, wall_start)
+
+
+def _prebuilt_result(planned: PlannedImage, options: BuildOptions) -> ImageResult:
+    """A ready image: recorded like a built one (rows and runs name it), nothing built or tagged."""
+    ctx = options.context
+    built = BuiltImage(docker_image=planned.docker_image, base_docker=planned.docker_image,
+                       gpu_vendor=str(ctx.get("gpu_vendor") or ""), guest_os=str(ctx.get("guest_os") or ""),
+                       models=planned.model_names, extra={"prebuilt": True})
+    return ImageResult(planned, ok=True, built=built,
+                       built_by_key={key: replace(built, extra=dict(built.extra)) for key in planned.model_keys})
 
 
 def _finish(options: BuildOptions, plan: BuildPlan, results: list[ImageResult], credentials: Credentials,
@@ -808,10 +996,10 @@ def _finish(options: BuildOptions, plan: BuildPlan, results: list[ImageResult], 
                 failures.append(ModelFailure(model.name, _rel(planned.dockerfile, options.mad_dir),
                                              res.error or "build failed", str(planned.log_file)))
             continue
-        manifest.built_images[planned.docker_image] = res.built
         for key, model in zip(planned.model_keys, planned.models, strict=True):
+            manifest.built_images[key] = res.built_by_key.get(key, res.built)
             manifest.built_models[key] = model
-            manifest.model_images[key] = planned.docker_image
+            manifest.model_images[key] = key
     built_models = list(manifest.built_models.values())
     manifest.credentials_required = sorted({m.cred for m in built_models if m.cred})
     context = {**CONTEXT_DEFAULTS,
@@ -849,12 +1037,15 @@ def build_summary(results: list[ImageResult], failures: list[ModelFailure], skip
             "dockerfile": b.dockerfile, "build_duration": b.build_duration, "log_file": b.log_file,
             "image_id": b.image_id, "size": b.size, "registry_image": b.registry_image,
         })
-        if b.pushed:
-            pushes_ok.append({"docker_image": b.docker_image, "registry_image": b.registry_image,
-                              "registry_tag": b.registry_tag, "image_digest": b.image_digest})
-        elif b.push_failed:
-            pushes_failed.append({"docker_image": b.docker_image, "intended_registry_image": b.registry_tag,
-                                  "error": b.push_error, "hint": res.push_hint})
+        successful[-1]["docker_images"] = list(res.built_by_key)
+        for each in res.built_by_key.values():
+            if each.pushed:
+                pushes_ok.append({"docker_image": each.docker_image, "registry_image": each.registry_image,
+                                  "registry_tag": each.registry_tag, "image_digest": each.image_digest})
+            elif each.push_failed:
+                pushes_failed.append({"docker_image": each.docker_image,
+                                      "intended_registry_image": each.registry_tag,
+                                      "error": each.push_error, "hint": res.push_hint})
     return {
         "successful_builds": successful,
         "failed_builds": [f.to_dict() for f in failures],
@@ -877,6 +1068,7 @@ __all__ = [
     "build_command",
     "build_models",
     "build_summary",
+    "dry_run",
     "image_name",
     "log_file_name",
     "plan_builds",

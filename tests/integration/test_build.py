@@ -160,7 +160,7 @@ def test_root_dir_and_dynamic_models_with_params(capsys, tmp_path, made, docker_
         "def list_models(params):\n"
         "    bs = params.get('bs', '1')\n"
         f"    return [CustomModel(name='{u}_dyn', tags=['t'], dockerfile='../../docker/c', scripts='run.sh',\n"
-        "                        dockercontext='docker/c_ctx', args=f'--bs {bs}')]\n")
+        "                        dockercontext='docker/c_ctx', args=f'--bs {bs}')]\n")  # from the MAD root
     out = tmp_path / "out"
     code, stdout, stderr = build_cli(capsys, mad, out, "--tags", made.model("root"), "--tags", f"{d}:dm",
                                      "--tags", f"dy:{u}_dyn:bs=4", "--summary-output", str(out / "s.json"))
@@ -260,11 +260,14 @@ def test_shared_dockerfile_is_built_once(tmp_path, made, docker_client, monkeypa
     assert result.docker_builds == 2
     assert [e for e in events if e[1] == "start"] == [(f"ci-{u}_s0_a", "start"), (f"ci-{u}_cred_a", "start")]
     data = read_manifest(out)
-    assert set(data["built_images"]) == {f"ci-{u}_s0_a", f"ci-{u}_cred_a"}
+    # One build, but every card its own image name (issue 14 item 12; ROCm's manifest shape).
+    own = {f"ci-{u}_s0_a", f"ci-{u}_s1_a", f"ci-{u}_s2_a", f"ci-{u}_cred_a"}
+    assert set(data["built_images"]) == own == set(data["built_models"])
     shared = data["built_images"][f"ci-{u}_s0_a"]
     assert shared["models"] == [f"{u}_s0", f"{u}_s1", f"{u}_s2"]
-    assert set(data["built_models"]) == {f"ci-{u}_s0_a", f"ci-{u}_s1_a", f"ci-{u}_s2_a", f"ci-{u}_cred_a"}
-    assert data["built_models"][f"ci-{u}_s2_a"]["docker_image"] == f"ci-{u}_s0_a"
+    assert data["built_models"][f"ci-{u}_s2_a"]["docker_image"] == f"ci-{u}_s2_a"
+    ids = {docker_client.images.get(f"ci-{u}_s{i}_a").id for i in range(3)}
+    assert len(ids) == 1 and ids == {data["built_images"][f"ci-{u}_s1_a"]["image_id"]}
     assert data["built_models"][f"ci-{u}_s2_a"]["name"] == f"{u}_s2"
     assert data["credentials_required"] == ["c1"]
     assert sorted(p.name for p in out.glob("*.build.live.log")) == [f"{u}_cred_a.build.live.log",
@@ -544,9 +547,10 @@ def test_example_mad_builds_and_pushes(capsys, tmp_path, docker_client, registry
                                '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}', "--registry", registry)
     assert code == 0, stderr
     data = json.loads((mad / "build_manifest.json").read_text())
-    assert list(data["built_images"]) == ["ci-dummy_dummy"]
+    own = {"ci-dummy_dummy", "ci-dummy2_dummy_2_dummy", "ci-dummy3_dummy_3_dummy"}
+    assert set(data["built_images"]) == own == set(data["built_models"])
     assert data["built_images"]["ci-dummy_dummy"]["models"] == ["dummy", "dummy2/dummy_2", "dummy3/dummy_3"]
-    assert set(data["built_models"]) == {"ci-dummy_dummy", "ci-dummy2_dummy_2_dummy", "ci-dummy3_dummy_3_dummy"}
+    assert all(data["built_images"][k]["pushed"] for k in own)  # each card's tag is pushed
     assert data["run_options"]["tools_config"] == str(mad / "scripts" / "common" / "tools.json")
     assert (mad / "dummy_dummy.build.live.log").is_file()
     assert os.path.exists(mad / "build_manifest.json")

@@ -202,16 +202,19 @@ def summary_table(result: BuildResult) -> Table:
     registry = bool(result.registry)
     for res in result.images:
         plan = res.plan
-        for index, name in enumerate(plan.model_names):
-            # A shared image was built once: its duration shows on the first model's row only.
+        for index, (name, key) in enumerate(zip(plan.model_names, plan.model_keys, strict=True)):
+            # A shared build ran once: its duration shows on the first model's row only; each model's
+            # row names the model's own tag of it.
             duration = _seconds(res.duration) if index == 0 else "shared"
+            if plan.prebuilt:
+                duration = "ready image"
             if not res.ok:
-                table.add_row(name, plan.docker_image, "❌", duration, "-", "-")
+                table.add_row(name, key, "❌", duration, "-", "-")
                 continue
-            built = res.built
-            pushed = "-" if not registry else ("✅" if res.pushed else "❌")
+            built = res.built_by_key.get(key) or res.built
+            pushed = "-" if not registry else ("✅" if built and built.pushed else "❌")
             size = _size(built.size if built else None)
-            table.add_row(name, plan.docker_image, "✅", duration, pushed, size)
+            table.add_row(name, built.docker_image if built else key, "✅", duration, pushed, size)
     failed_images = {f.model for f in result.failures if f.log_file}
     for failure in result.failures:
         if failure.model in failed_images and failure.log_file:
