@@ -149,10 +149,11 @@ def test_manifest_run_with_a_missing_script_runs_the_others(capsys, mad) -> None
     assert res.code == 0, res.text
     (mad.root / "scripts/bad/run.sh").unlink()
     (mad.root / "perf_entry.csv").write_text("left by an upstream run\n")
-    res = cli(capsys, "run", "--manifest-file", "build_manifest.json", "--cleanup-perf")
+    res = cli(capsys, "run", "--manifest-file", "build_manifest.json", "--cleanup-perf", "--live-output")
     assert res.code == 3, res.text
     # --cleanup-perf: the intermediate perf files go, perf.csv stays.
     assert not (mad.root / "perf_entry.csv").exists() and "removed 1 intermediate perf file(s)" in res.text
+    assert "Setting timeout to 7200 seconds." in res.text  # the live output shows the log's timeout line
     rows = by_model(perf_rows())
     assert rows[ok]["status"] == "SUCCESS"
     assert rows[bad]["status"] == "FAILURE" and "scripts/bad/run.sh not found" in rows[bad]["reason"]

@@ -322,9 +322,13 @@ def execute_model(engine: EngineClient, request: dict[str, Any],
         log, handle = _open_log(log, run_id)
         with handle:
             handle.write(f"$ {display_command(body)}\n".encode())
-            for line in run_notes(model, timeout, data_plan, data_problem):
+            notes = run_notes(model, timeout, data_plan, data_problem)
+            for line in notes:
                 handle.write(f"{line}\n".encode())
             handle.flush()
+            if on_line is not None:  # --live-output shows them too
+                for line in notes:
+                    on_line(line)
             scanned = _ScannedLog(handle)
             outcome = run_container(engine, body, name, scanned, timeout, on_line, keep_alive,
                                     exit_probe=_probe_rc(run_dir) if keep_alive else None)
