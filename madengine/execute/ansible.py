@@ -352,7 +352,10 @@ def _play(ansible_runner: Any, pdd: Path, guard: PlayGuard, cluster: ClusterOpti
             inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=_forks(cluster, collector.plan),
             envvars={**_runner_env(control_dir, cluster), TOKEN_ENV: token},
             cmdline=f"-e @{shlex.quote(str(vars_file))} -e @{shlex.quote(str(secret_file))}",
-            quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+            quiet=True, event_handler=collector.on_event, suppress_env_files=True,
+            # Without a callback ansible-runner installs SIGINT/SIGTERM handlers of its own (and keeps
+            # them): Ctrl-C would end the play as "canceled", an infrastructure failure to retry.
+            cancel_callback=lambda: False)
     except BaseException:
         stop_processes(token)  # Ctrl-C, SIGTERM: ansible-playbook runs in a session of its own
         raise
@@ -383,8 +386,8 @@ def _forks(cluster: ClusterOptions, plan: Mapping[str, list[str]]) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops a cluster run as Ctrl-C does (KeyboardInterrupt: the play stopped, exit 130)."""
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop a cluster run as KeyboardInterrupt (the play stopped, exit 130, no retry)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -392,11 +395,12 @@ def _sigterm_interrupts() -> Iterator[None]:
     def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _split_secrets(context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -492,7 +496,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         raise InvalidInputError(f"Run {options.run_id} is still in progress (madengine-cli process {e})",
                                 hint="wait for it to end, or stop it (Ctrl-C) before --resume") from None
     try:
-        with _sigterm_interrupts():
+        with _interrupts():
             return _run_plays(ansible_runner, manifest, options, cluster, mad_dir, plan, names, pdd, guard,
                               extravars, secret_env, sink, emit)
     finally:
