@@ -64,7 +64,7 @@ class RunRequest:
     inventory: Path | None = None
     distribute: str = "replicate"
     limit: str | None = None
-    forks: int = 5
+    forks: int | None = None  # None: one per target host (at most 64)
     insecure_skip_host_key_check: bool = False
     image_transfer: str | None = None
     retries: int = 1

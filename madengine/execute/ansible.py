@@ -15,7 +15,9 @@ import functools
 import json
 import logging
 import os
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from typing import Any
 from ansible_collections.mad.engine.plugins.module_utils._data import data_problems
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_DOWN_REASONS
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK, is_secret_name, mask_secrets
 
 from madengine.atomic import write_json_atomic
 from madengine.credentials import ENV_PASSWORD, SECRETS_ENV_MARKER, CredentialError, Credentials
@@ -47,6 +50,14 @@ from madengine.execute.local import (
     local_run_context,
     results_sink,
 )
+from madengine.execute.play_guard import (
+    TOKEN_ENV,
+    PlayGuard,
+    RunInProgressError,
+    make_secret_dir,
+    new_token,
+    stop_processes,
+)
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
 from madengine.results import ResultsSink, summarize
@@ -58,6 +69,9 @@ PLAYBOOK = "mad.engine.run_models"
 RUN_MODEL_ACTIONS = ("mad.engine.run_model", "run_model")
 FACTS_ACTIONS = ("mad.engine.host_facts", "host_facts")
 DISTRIBUTIONS = ("replicate", "shard")
+#: The default --forks is the number of target hosts, up to this many (each fork holds an ssh session
+#: and a worker process on the controller).
+MAX_FORKS = 64
 
 
 @dataclass
@@ -65,7 +79,8 @@ class ClusterOptions:
     inventory: Path
     distribute: str = "replicate"
     limit: str | None = None
-    forks: int = 5
+    #: None: one per target host, at most MAX_FORKS.
+    forks: int | None = None
     insecure_skip_host_key_check: bool = False
     runs_dir: Path = Path("runs")
     image_transfer: str = "registry"
@@ -103,18 +118,24 @@ def _inventory_hosts(inventory: str, _mtime_ns: int, _size: int, limit: str | No
 def _runner_env(control_dir: Path, cluster: ClusterOptions) -> dict[str, str]:
     """The environment ansible-runner records in its artifacts: no secrets here, ever."""
     bin_dir = str(Path(sys.executable).parent)
-    return {
+    env = {
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
         "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_HOST_KEY_CHECKING": "False" if cluster.insecure_skip_host_key_check else "True",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_FORKS": str(cluster.forks),
         "ANSIBLE_TIMEOUT": "15",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
     }
+    if cluster.insecure_skip_host_key_check:
+        # Lab mode neither checks nor saves host keys: a key saved now would be trusted by the next
+        # strict run. ssh takes the first value of an option, and ssh_args come before the inventory's
+        # ansible_ssh_common_args (Ansible's default ssh_args, plus the known_hosts files).
+        env["ANSIBLE_SSH_ARGS"] = ("-C -o ControlMaster=auto -o ControlPersist=60s "
+                                   "-o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null")
+    return env
 
 
 def _control_dir() -> Path:
@@ -207,7 +228,11 @@ class _Collector:
             elif kind in ("runner_item_on_ok", "runner_on_ok") and action in RUN_MODEL_ACTIONS and "rows" in res:
                 self._record(host, res)
             elif kind == "runner_on_unreachable":
-                self._fail_rest(host, "host unreachable")
+                refused = _host_key_refusal(str(res.get("msg") or ""))
+                if refused:  # not the network's fault: a retry would be refused the same way
+                    self._fail_rest(host, f"host key verification failed for {host}: {refused}", infra=False)
+                else:
+                    self._fail_rest(host, "host unreachable")
             elif kind == "runner_on_failed" and not data.get("ignore_errors"):
                 self._fail_rest(host, "host failed: " + _short(_failure_message(res) or str(data.get("task") or "")))
         return True
@@ -229,13 +254,13 @@ class _Collector:
         if following:
             self.emit("running", self._cell(host, following), {})
 
-    def _fail_rest(self, host: str, reason: str) -> None:
+    def _fail_rest(self, host: str, reason: str, infra: bool = True) -> None:
         for key in self.plan.get(host, []):
             if (host, key) in self.done:
                 continue
             model = {"name": self.names.get(key, key)}
             rows = [failure_row(model, reason, host=host, run_id=self.run_id)]
-            self._settle(host, key, ModelRun(f"{host}:{model['name']}", rows, ""), True)
+            self._settle(host, key, ModelRun(f"{host}:{model['name']}", rows, ""), infra)
 
     def _settle(self, host: str, key: str, run: ModelRun, infra: bool) -> None:
         """Ledger every attempt; write rows unless an infrastructure failure will be retried.
@@ -259,6 +284,20 @@ def _failure_message(res: Mapping[str, Any]) -> str:
         if isinstance(item, Mapping) and item.get("failed") and item.get("msg"):
             return str(item["msg"])
     return str(res.get("msg") or "")
+
+
+#: What ssh says when it refuses a host's key (changed, unknown with strict checking, revoked).
+_HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
+                     "No ED25519 host key is known", "host key is known for", "Host key for")
+
+
+def _host_key_refusal(msg: str) -> str:
+    """The line of an unreachable host's ssh message that says its host key was refused, or ''."""
+    if not any(marker in msg for marker in _HOST_KEY_REFUSED):
+        return ""
+    lines = [line.strip(" @\r") for line in msg.splitlines()]
+    specific = [line for line in lines if "host key" in line.lower() and "verification failed" not in line.lower()]
+    return _short(specific[0] if specific else "Host key verification failed.")
 
 
 def _lacks_images(facts_result: Mapping[str, Any]) -> bool:
@@ -307,12 +346,24 @@ def _without_secret_env() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, extravars: dict[str, Any],
+def _play(ansible_runner: Any, pdd: Path, guard: PlayGuard, cluster: ClusterOptions, extravars: dict[str, Any],
           secrets: dict[str, Any], collector: _Collector) -> None:
-    """One ansible-runner play; afterwards every planned cell of the collector is settled."""
-    secret_dir = Path(tempfile.mkdtemp(prefix="madengine-secrets-"))
+    """One ansible-runner play; afterwards every planned cell of the collector is settled.
+
+    Nothing secret reaches the command line, the runner's artifacts or events: the extra vars go in a
+    file under ``runs/<run_id>/vars/`` and the secrets in a 0600 file of a private dir (see play_guard)
+    that is removed when the play ends, also when the CLI is killed. Ctrl-C (or SIGTERM, which the
+    caller turns into KeyboardInterrupt) stops every process of the play before it propagates.
+    """
+    ident = _next_ident(pdd)
+    token = new_token()
+    secret_dir = make_secret_dir()
     control_dir = _control_dir()
     secret_file = secret_dir / "secrets.json"
+    vars_file = pdd / "vars" / f"{ident}.json"
+    vars_file.parent.mkdir(exist_ok=True)
+    write_json_atomic(vars_file, extravars)
+    guard.start_play(ident, token, secret_dir, control_dir)
     try:
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as handle:
@@ -320,12 +371,21 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
         with _without_secret_env():
             runner = ansible_runner.run(
                 private_data_dir=str(pdd), ident=ident, playbook=PLAYBOOK,
-                inventory=str(cluster.inventory.absolute()), limit=cluster.limit, forks=cluster.forks,
-                envvars=_runner_env(control_dir, cluster), extravars=extravars, cmdline=f"-e @{secret_file}",
-                quiet=True, event_handler=collector.on_event, suppress_env_files=True)
+                inventory=str(cluster.inventory.absolute()), limit=cluster.limit,
+                forks=_forks(cluster, collector.plan),
+                envvars={**_runner_env(control_dir, cluster), TOKEN_ENV: token},
+                cmdline=f"-e @{shlex.quote(str(vars_file))} -e @{shlex.quote(str(secret_file))}",
+                quiet=True, event_handler=collector.on_event, suppress_env_files=True,
+                # Without a callback ansible-runner installs SIGINT/SIGTERM handlers of its own (and keeps
+                # them): Ctrl-C would end the play as "canceled", an infrastructure failure to retry.
+                cancel_callback=lambda: False)
+    except BaseException:
+        stop_processes(token)  # Ctrl-C, SIGTERM: ansible-playbook runs in a session of its own
+        raise
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
         _close_control_masters(control_dir)
+        guard.end_play()
     stats = runner.stats or {}
     for host in collector.plan:
         if host in (stats.get("dark") or {}):
@@ -333,6 +393,52 @@ def _play(ansible_runner: Any, pdd: Path, ident: str, cluster: ClusterOptions, e
         else:
             collector._fail_rest(host, f"host failed: play ended with status {runner.status}"
                                  if runner.status != "successful" else "host failed: no result returned")
+
+
+def _next_ident(pdd: Path) -> str:
+    """``play-N`` for the first N without artifacts: a resumed run keeps every earlier attempt's."""
+    n = 1
+    while (pdd / "artifacts" / f"play-{n}").exists():
+        n += 1
+    return f"play-{n}"
+
+
+def _forks(cluster: ClusterOptions, plan: Mapping[str, list[str]]) -> int:
+    """--forks, or one fork per target host (at most MAX_FORKS): no host waits for a free fork."""
+    return cluster.forks if cluster.forks else max(1, min(MAX_FORKS, len(plan)))
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop a cluster run as KeyboardInterrupt (the play stopped, exit 130, no retry)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _split_secrets(context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run context without secrets, and its secret-named ``docker_env_vars`` (for the secrets file).
+
+    The hosts get the secret env vars through the role's ``run_models_secret_env`` (the module's no_log
+    ``cred_env``), so they are in no extra var, event or artifact; any other secret-named context value
+    is masked (a host has no use for it).
+    """
+    env = context.get("docker_env_vars") or {}
+    secret_env = {str(k): str(v) for k, v in env.items() if is_secret_name(k) and v not in (None, "", MASK)}
+    public = dict(context)
+    if secret_env:
+        public["docker_env_vars"] = {k: v for k, v in env.items() if k not in secret_env}
+    return mask_secrets(public), secret_env
 
 
 def _image_tarballs(manifest: Manifest, plan: Mapping[str, list[str]], names: Mapping[str, str],
@@ -366,7 +472,7 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
                 "Cluster hosts cannot get the images: the manifest has no registry",
                 hint="build with --registry HOST:PORT so every node can pull by digest",
                 example="madengine-cli run --inventory cluster.yml --tags dummy --registry 127.0.0.1:5000")
-    context = local_run_context(manifest, options.context, detect=False)
+    context, secret_env = _split_secrets(local_run_context(manifest, options.context, detect=False))
     pdd = (cluster.runs_dir / options.run_id).absolute()
     (pdd / "env").mkdir(parents=True, exist_ok=True)
     (pdd / "project").mkdir(exist_ok=True)
@@ -405,6 +511,24 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
             emit("start", f"{host} · {names[key]}", {"image": ""})
     if cluster.image_transfer == "copy":
         extravars["run_models_image_tarballs"] = _image_tarballs(manifest, plan, names, emit)
+    guard = PlayGuard(pdd)
+    try:
+        guard.acquire()
+    except RunInProgressError as e:
+        raise InvalidInputError(f"Run {options.run_id} is still in progress (madengine-cli process {e})",
+                                hint="wait for it to end, or stop it (Ctrl-C) before --resume") from None
+    try:
+        with _interrupts():
+            return _run_plays(ansible_runner, manifest, options, cluster, mad_dir, plan, names, pdd, guard,
+                              extravars, secret_env, emit)
+    finally:
+        guard.release()
+
+
+def _run_plays(ansible_runner: Any, manifest: Manifest, options: RunOptions, cluster: ClusterOptions,
+               mad_dir: Path, plan: dict[str, list[str]], names: Mapping[str, str], pdd: Path, guard: PlayGuard,
+               extravars: dict[str, Any], secret_env: Mapping[str, str], emit: Listener) -> tuple[RunReport, Path]:
+    """The plays of one run: the first, then one per retry of infrastructure failures (never of Ctrl-C)."""
     ledger = Ledger(options.runs_dir, options.run_id)
     ledger.start({**options.ledger_meta, "cells": [[key, host] for host, keys in plan.items() for key in keys]})
     sink = results_sink(options, ledger)
@@ -420,8 +544,9 @@ def run_cluster(manifest: Manifest, options: RunOptions, cluster: ClusterOptions
         collector = _Collector(pending, names, sink, emit, options.run_id, ledger,
                                final=attempt == max(0, options.retries))
         extravars.update(run_models_assignments=pending, run_models_hosts=",".join(pending))
-        _play(ansible_runner, pdd, f"play-{attempt + 1}", cluster, extravars,
-              _secret_vars(manifest, options, mad_dir), collector)
+        secrets = _secret_vars(manifest, options, mad_dir)
+        secrets["run_models_secret_env"] = {**secrets["run_models_secret_env"], **secret_env}
+        _play(ansible_runner, pdd, guard, cluster, extravars, secrets, collector)
         settled.update(collector.done)
         pending = {host: [key for key in keys if (host, key) in collector.retry] for host, keys in pending.items()}
         pending = {host: keys for host, keys in pending.items() if keys}

@@ -88,7 +88,9 @@ def run(
     ] = "replicate",
     limit: Annotated[str | None, typer.Option("--limit", metavar="PATTERN", help="Only these inventory hosts.")]
     = None,
-    forks: Annotated[int, typer.Option("--forks", min=1, metavar="N", help="Hosts Ansible works on in parallel.")] = 5,
+    forks: Annotated[int | None, typer.Option(
+        "--forks", min=1, metavar="N",
+        help="Hosts Ansible works on in parallel (default: every target host, at most 64).")] = None,
     insecure_skip_host_key_check: Annotated[
         bool, typer.Option("--insecure-skip-host-key-check", help="Labs only: do not verify SSH host keys.")
     ] = False,

@@ -159,9 +159,34 @@ msg:
   sample: "dummy: SUCCESS"
 """
 
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.mad.engine.plugins.module_utils._engine import ENGINE_ARGS  # noqa: E402
 from ansible_collections.mad.engine.plugins.module_utils._request import run_request  # noqa: E402
+
+
+def _stop_with_the_controller() -> None:
+    """SIGTERM, SIGHUP, or the controller gone (ansible-playbook stopped or killed: the ssh channel, and
+    with it this process's stdout, closes) stop the run as Ctrl-C does: the container is removed and the
+    module ends. Without this it would run on, and later remove the run directory of a resumed run."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(1, 0)  # POLLERR and POLLHUP only: the reading end of stdout is gone
+        while not poller.poll(500):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="controller-watch", daemon=True).start()
 
 
 def main() -> None:
@@ -171,6 +196,7 @@ def main() -> None:
         cred_env=dict(type="dict", default={}, no_log=True),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=False)
+    _stop_with_the_controller()
     engine_params = {"docker_host": module.params["docker_host"], "api_timeout": module.params["api_timeout"]}
     module.exit_json(**run_request(module.params["request"], module.params["cred_env"], engine_params))
 
