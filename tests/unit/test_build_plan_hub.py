@@ -48,7 +48,7 @@ def test_shared_dockerfile_one_build_a_tag_per_card_and_contexts(capsys, hub, mo
     assert shared["context"] == "docker" and shared["dockerfile"] == "docker/hub_shared.Dockerfile"
     # A generator's dockercontext "." is the MAD root (item 4), not scripts/hub_rootctx.
     assert rootctx["context"] == "." and rootctx["models"] == ["hub_rootctx/fixture_rootctx"]
-    from madengine.context import MASK
+    from ansible_collections.mad.engine.plugins.module_utils._secrets import MASK
 
     assert shared["build_args"]["MAD_SECRETS_HFTOKEN"] == MASK
     assert "hf-secret-value-123" not in json.dumps(data) + err
