@@ -518,7 +518,7 @@ def test_bash_completion_commands_options_and_tags(tmp_path) -> None:
     assert {"build", "run", "generate", "export-config", "discover", "compare", "report"} <= set(commands)
     assert bash_complete(["madengine-cli", "ex"], mad) == ["export-config"]
     assert set(bash_complete(["madengine-cli", "generate", ""], mad)) == {"ansible", "k8s"}
-    assert bash_complete(["madengine-cli", "build", "--ta"], mad) == ["--tags"]
+    assert bash_complete(["madengine-cli", "build", "--tag"], mad) == ["--tags"]  # "--ta": also --target-archs
     assert "--manifest-file" in bash_complete(["madengine-cli", "run", "--man"], mad)
     tags = bash_complete(["madengine-cli", "run", "--tags", ""], mad)
     assert {"dummy", "dummies", "dummy2/dummy_2", "dummy3/dummy_3", "dummy2:all", "all"} <= set(tags)
@@ -556,7 +556,7 @@ def test_bash_tab_completes_in_an_interactive_shell(tmp_path) -> None:
     try:
         shell.send('eval "$(_MADENGINE_CLI_COMPLETE=bash_source madengine-cli)"; echo ready\n', "ready\r\n$ ")
         shell.send("madengine-cli build --additional-context-file cont\t", "context.json ")
-        shell.send("\x15madengine-cli build --ta\t", "--tags ")
+        shell.send("\x15madengine-cli build --tag\t", "--tags ")
     finally:
         shell.close()
 
@@ -605,7 +605,7 @@ def test_zsh_and_fish_completion_protocol(shell: str, extra: dict[str, str]) -> 
                               capture_output=True, text=True, timeout=30)
         return done.stdout
 
-    assert "--tags" in complete("madengine-cli build --ta")
+    assert "--tags" in complete("madengine-cli build --tag")
     assert "dummy2/dummy_2" in complete("madengine-cli run --tags dummy2")
     if shell == "zsh":
         assert complete("madengine-cli build --additional-context-file ").strip() == "_files"
