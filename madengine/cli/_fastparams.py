@@ -2,15 +2,16 @@
 
 Typer 0.2x coerces every parameter through a Pydantic ``TypeAdapter`` (built even for an option left
 at None), so any command pays for importing Pydantic: about 0.25 s, most of `madengine discover`'s
-run time. madengine's options are only ``str``, ``bool``, ``int`` (no bounds), ``Path`` and lists of those;
-:func:`install` coerces these itself, with Typer's own path checks and messages (``coerce_cli_path``),
-and leaves every other parameter (bounded ints, enums...) to Typer.
+run time. madengine's options are only ``str``, ``bool``, ``int`` (with bounds), ``Path``, string enums
+and lists of those; :func:`install` coerces these itself, with Typer's own path checks and messages
+(``coerce_cli_path``), and leaves every other parameter (clamped ints, floats...) to Typer.
 On a Typer without that machinery (older releases use Click's types) it does nothing.
 """
 
 from __future__ import annotations
 
 import types
+from enum import Enum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -33,7 +34,9 @@ def _leaf_ok(annotation: Any, info: Any) -> bool:
     if annotation is str or annotation is bool:
         return True
     if annotation is int:
-        return info.min is None and info.max is None and not info.clamp
+        return not info.clamp
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return all(isinstance(member.value, str) for member in annotation)
     return isinstance(annotation, type) and issubclass(annotation, Path) and info.path_type is None
 
 
@@ -64,9 +67,24 @@ def install() -> None:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
             try:
-                return int(str(value).strip())
+                number = int(str(value).strip())
             except ValueError:
                 raise BadParameter(f"{value!r} is not a valid integer.", ctx=ctx, param=param) from None
+            low, high = info.min, info.max
+            if (low is not None and number < low) or (high is not None and number > high):
+                bounds = " and ".join(part for part in (f">= {low}" if low is not None else "",
+                                                        f"<= {high}" if high is not None else "") if part)
+                raise BadParameter(f"{number} is not in the range {bounds}.", ctx=ctx, param=param)
+            return number
+        if isinstance(annotation, type) and issubclass(annotation, Enum):
+            if isinstance(value, annotation):
+                return value
+            text = str(value)
+            for member in annotation:
+                if member.value == text or (not info.case_sensitive and member.value.lower() == text.lower()):
+                    return member
+            choices = ", ".join(repr(m.value) for m in annotation)
+            raise BadParameter(f"{text!r} is not one of {choices}.", ctx=ctx, param=param)
         checked = _param_types.coerce_cli_path(value, info, path_type=None, param=param, ctx=ctx)
         return checked if isinstance(checked, annotation) else annotation(checked)
 

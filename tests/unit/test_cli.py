@@ -190,3 +190,17 @@ def test_bash_completion_source_and_tags():
     done = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=30)
     offered = done.stdout.split()
     assert "dummy" in offered and "dummies" in offered and "dummy2/dummy_2" in offered
+
+
+@pytest.mark.parametrize("args", [
+    ["discover", "--json", "--tags", "dummy"],
+    ["build", "--dry-run", "--json", "--tags", "dummy", "-j", "2", "-c", '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}'],
+    ["compare", "nope.csv", "--baseline", "nope2.csv", "--format", "json"],
+])
+def test_commands_do_not_import_pydantic(args):
+    """Start-up: typer 0.2x would import Pydantic (about 0.25 s) to coerce any option (issue 14 item 8)."""
+    code = ("import sys\nfrom madengine.cli.app import legacy_main\ntry:\n    legacy_main()\n"
+            "finally:\n    print('PYDANTIC', 'pydantic' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, *args, "--mad-dir", str(EXAMPLE)] if args[0] != "compare"
+                          else [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert "PYDANTIC False" in done.stderr, done.stderr
