@@ -9,6 +9,7 @@ good model runs everywhere.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 
 import pytest
@@ -50,3 +51,30 @@ def test_cards_leaving_the_package_send_nothing_and_fail_only_themselves(mad, cl
         assert not list((node.workdir / "mad").rglob(key_name)), node.name
         assert not (node.workdir / "mad" / str(outside).lstrip("/")).exists(), node.name
         assert not (node.workdir / "outside").exists(), node.name
+
+
+def test_symlinks_a_model_plants_on_a_node_are_not_followed_by_the_next_run(mad, cluster, tmp_path) -> None:  # noqa: F811
+    """A model on node2 plants links in the node's MAD copy (bind-mounted writable at /myworkspace): one to
+    a host file beside the other model's script, and one in place of that script. The next run syncs the
+    real script back and copies the run directory without following the link out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "key").write_text(f"{SECRET}\n")
+    victim = mad.add("victim", "cat leak 2>&1 | head -1\n" + OK)  # runs first on each run
+    mad.add("planter", f"ln -sfn {outside / 'key'} /myworkspace/scripts/victim/leak\n"
+                       f"ln -sf {outside / 'key'} /myworkspace/scripts/victim/run.sh\n" + OK)
+    mad.build()
+    node_copy = cluster.node("node2").workdir / "mad" / "scripts" / "victim"
+    try:
+        for attempt in (1, 2):
+            res = mad.run("--inventory", mad.inventory, "--limit", "node2")
+            assert res.code == 0, (attempt, res.text)
+            assert (node_copy / "leak").is_symlink() and (node_copy / "run.sh").is_symlink()  # planted on the node
+    finally:
+        shutil.rmtree(node_copy, ignore_errors=True)  # the nodes' MAD copies outlive a test
+    rows = [row for row in mad.rows() if row["model"] == victim]
+    assert [(row["status"], row["host"]) for row in rows] == [("SUCCESS", "node2")] * 2, rows
+    assert (outside / "key").read_text() == f"{SECRET}\n"
+    for path in mad.root.rglob("*"):  # perf.csv, the ledgers and every fetched log
+        if path.is_file() and not path.is_symlink():
+            assert SECRET not in path.read_text(errors="replace"), path

@@ -85,8 +85,8 @@ def card_problems(model: dict, mad_dir: str, fields: tuple[str, ...] = ("scripts
         try:
             if field == "scripts":
                 folder, script = script_location(model)
-                inside(mad_dir, folder, where)
-                inside(mad_dir, os.path.join(folder, script), where)
+                for path in (value, folder, os.path.join(folder, script)):  # the card's value named first
+                    inside(mad_dir, path, where)
             elif field == "dockerfile":
                 inside(mad_dir, os.path.dirname(value) or ".", where)
             elif field == "multiple_results":

@@ -35,7 +35,7 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize("path", ["scripts/a/run.sh", "./scripts/a", "scripts/../scripts/a", "scripts/new/x.sh",
                                   "docker/../scripts"])
 def test_inside_accepts_paths_in_the_package(tree, path) -> None:
-    root, _ = tree
+    root = tree[0]
     assert not inside(str(root), path).startswith("..")
 
 
@@ -58,9 +58,8 @@ def test_card_problems_names_the_card_and_field(tree) -> None:
     model = {"name": "m", "scripts": str(outside / "run.sh"), "dockerfile": "../x/y", "dockercontext": "/etc",
              "multiple_results": "../../etc/shadow"}
     problems = card_problems(model, str(root), ("scripts", "dockerfile", "dockercontext", "multiple_results"))
-    assert [p.split(" ")[:3] for p in problems] == [["model", "m:", "scripts"], ["model", "m:", "dockerfile"],
-                                                   ["model", "m:", "dockercontext"],
-                                                   ["model", "m:", "multiple_results"]]
+    fields = [p.split(" ")[:3] for p in problems]
+    assert fields == [["model", "m:", name] for name in ("scripts", "dockerfile", "dockercontext", "multiple_results")]
     good = {"name": "g", "scripts": "scripts/a", "dockerfile": "docker/x", "multiple_results": "out/perf.csv"}
     assert card_problems(good, str(root), ("scripts", "dockerfile", "multiple_results")) == []
 
@@ -78,13 +77,14 @@ def test_read_beneath_follows_no_symlink_and_opens_no_fifo(tree) -> None:
                       ("../outside/secret", errno.EINVAL), ("sub", errno.EINVAL)):
         caught: list[BaseException] = []
 
-        def read(rel: str = rel, caught: list[BaseException] = caught) -> None:
+        def read(rel: str, caught: list[BaseException]) -> None:
             try:
                 read_beneath(str(run), rel)
             except OSError as exc:
                 caught.append(exc)
 
-        reader = threading.Thread(target=read, daemon=True)  # a blocking open of the FIFO would hang here
+        # A blocking open of the FIFO would hang here.
+        reader = threading.Thread(target=read, args=(rel, caught), daemon=True)
         reader.start()
         reader.join(5)
         assert not reader.is_alive(), f"reading {rel} blocked"
