@@ -35,6 +35,7 @@ from madengine.cli.options import (
 
 if TYPE_CHECKING:
     from madengine.build import BuildResult
+    from madengine.build_settings import BuildRequest
 
 TargetArchsOpt = Annotated[
     list[str] | None,
@@ -105,13 +106,15 @@ def build(
         if code:
             raise typer.Exit(code)
         return
-    result, _ = execute_build(
+    from madengine.build_settings import BuildRequest
+
+    result, _ = execute_build(BuildRequest(
         tags=tags, registry=registry, context=context, clean_docker_cache=clean_docker_cache,
-        manifest_output=manifest_output, summary_output=summary_output, live_output=live_output, output=output,
+        manifest_output=manifest_output, summary_output=summary_output, output=output,
         ignore_deprecated=ignore_deprecated, data_config=data_config, tools_config=tools_config,
         sys_env_details=sys_env_details, force_mirror_local=force_mirror_local,
         disable_skip_gpu_arch=disable_skip_gpu_arch, jobs=jobs, mad_dir=mad_dir, target_archs=archs,
-        use_image=use_image)
+        use_image=use_image), live_output=live_output)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 
@@ -124,15 +127,11 @@ def _dry_run(*, tags: list[str] | None, registry: str | None, context: dict[str,
     import sys
 
     from madengine import build as core
-    from madengine.discover import discover_models, resolve_mad_dir
-    from madengine.tags import split_tags
+    from madengine.build_settings import BuildRequest, build_options
 
-    root = resolve_mad_dir(mad_dir)
-    options = core.BuildOptions(mad_dir=root, context=context, ignore_deprecated=ignore_deprecated,
-                                registry=registry.strip() if registry and registry.strip() else None,
-                                clean_docker_cache=clean_docker_cache, target_archs=target_archs,
-                                use_image=use_image)
-    models = discover_models(root, split_tags(tags or []))
+    models, options = build_options(BuildRequest(
+        tags=tags, registry=registry, context=context, mad_dir=mad_dir, target_archs=target_archs,
+        use_image=use_image, ignore_deprecated=ignore_deprecated, clean_docker_cache=clean_docker_cache))
     plan, summary = core.dry_run(models, options)
     code = 2 if plan.failures else 0
     if as_json:
@@ -159,56 +158,24 @@ def _dry_run(*, tags: list[str] | None, registry: str | None, context: dict[str,
     return code
 
 
-def execute_build(*, tags: list[str] | None, registry: str | None, context: dict[str, Any],
-                  clean_docker_cache: bool, manifest_output: Path, summary_output: Path | None,
-                  live_output: bool, output: Path, ignore_deprecated: bool, data_config: Path,
-                  tools_config: Path, sys_env_details: bool, force_mirror_local: Path | None,
-                  disable_skip_gpu_arch: bool, jobs: int, mad_dir: Path | None,
-                  for_run: bool = False, target_archs: list[str] | None = None,
-                  use_image: str | None = None) -> tuple[BuildResult, Path]:
-    """Discover, build and render; shared by `build` and the full workflow of `run`.
-
-    For `run`, missing context keys are detected from the host instead of being required.
-    """
+def execute_build(request: BuildRequest, *, live_output: bool) -> tuple[BuildResult, Path]:
+    """Discover, build and render; shared by `build` and the full workflow of `run` (``for_run``: missing
+    context keys are detected from the host instead of being required)."""
     from ansible_collections.mad.engine.plugins.module_utils._secrets import mask_secrets
 
     from madengine import build as core  # lazy: keeps docker out of --help
+    from madengine.build_settings import build_options
     from madengine.cli.render import build as render
     from madengine.cli.render import common
-    from madengine.context import resolve_run_context
-    from madengine.discover import discover_models, resolve_mad_dir
     from madengine.tags import split_tags
 
-    given = context
-    if for_run:
-        context = resolve_run_context(context)
-    root = resolve_mad_dir(mad_dir)
-    options = core.BuildOptions(
-        mad_dir=root,
-        context=context,
-        registry=registry.strip() if registry and registry.strip() else None,
-        clean_docker_cache=clean_docker_cache,
-        manifest_output=manifest_output,
-        summary_output=summary_output,
-        ignore_deprecated=ignore_deprecated,
-        jobs=jobs,
-        detected_keys=frozenset(k for k, v in context.items() if given.get(k) != v),
-        target_archs=list(target_archs or []),
-        use_image=use_image,
-        run_options=core.run_options(
-            root, data_config=data_config, tools_config=tools_config,
-            force_mirror_local=force_mirror_local, disable_skip_gpu_arch=disable_skip_gpu_arch,
-            sys_env_details=sys_env_details, output=output,
-            data_config_given=data_config != DEFAULT_DATA_CONFIG,
-            tools_config_given=tools_config != DEFAULT_TOOLS_CONFIG),
-    )
-    models = discover_models(root, split_tags(tags or []))
-    settings = {"tags": ", ".join(split_tags(tags or [])) or "all", "models": len(models), "mad_dir": root,
-                "registry": options.registry or "-", "jobs": jobs, "clean cache": "yes" if clean_docker_cache else "no",
-                "manifest": manifest_output}
-    if summary_output:
-        settings["summary"] = summary_output
-    err_console.print(common.config_panel("Build configuration", settings, mask_secrets(context)))
+    models, options = build_options(request)
+    settings = {"tags": ", ".join(split_tags(request.tags or [])) or "all", "models": len(models),
+                "mad_dir": options.mad_dir, "registry": options.registry or "-", "jobs": options.jobs,
+                "clean cache": "yes" if options.clean_docker_cache else "no", "manifest": options.manifest_output}
+    if options.summary_output:
+        settings["summary"] = options.summary_output
+    err_console.print(common.config_panel("Build configuration", settings, mask_secrets(options.context)))
     with render.BuildDisplay(console, err_console, live_output=live_output) as display:
         result = core.build_models(models, options, progress=display)
     console.print(render.summary_table(result))

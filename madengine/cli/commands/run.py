@@ -150,6 +150,7 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
 
     from madengine import run_settings as core
     from madengine.atomic import write_json_atomic
+    from madengine.build_settings import BuildRequest
     from madengine.cli.commands.build import execute_build
     from madengine.cli.render import common
     from madengine.cli.render import run as render
@@ -173,11 +174,11 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
             build_root = resolve_mad_dir(req.mad_dir)
             check_context(context, core.config_path(req.tools_config, build_root), build_root)
         render.phase_rule(err_console, "🔨 Build phase")
-        build_result, manifest_file = execute_build(
-            tags=req.tags, registry=req.registry, context=context, summary_output=None, live_output=live_output,
-            output=output, data_config=req.data_config, tools_config=req.tools_config,
-            sys_env_details=req.sys_env_details, force_mirror_local=req.force_mirror_local,
-            disable_skip_gpu_arch=req.disable_skip_gpu_arch, mad_dir=req.mad_dir, for_run=True, **build)
+        build_result, manifest_file = execute_build(BuildRequest(
+            tags=req.tags, registry=req.registry, context=context, output=output, data_config=req.data_config,
+            tools_config=req.tools_config, sys_env_details=req.sys_env_details,
+            force_mirror_local=req.force_mirror_local, disable_skip_gpu_arch=req.disable_skip_gpu_arch,
+            mad_dir=req.mad_dir, for_run=True, **build), live_output=live_output)
         req.manifest_file = manifest_file
         build_phase = build_result.summary
         build_failed = bool(build_result.exit_code)
