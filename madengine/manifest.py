@@ -16,10 +16,12 @@ Layout (upstream-compatible top-level keys, plus ``manifest_version`` and a few 
       "run_options": {...}, "summary": {...}, "madengine_version", "created_at", "mad_dir"
     }
 
-Models that share an image each keep their own ``built_models`` key (the image name the model would
-have had alone); its ``docker_image`` names the shared ``built_images`` entry. Upstream madengine's run
-phase only runs ``built_models`` keys that are also ``built_images`` keys, so with upstream tools a shared
-image runs its first model only: a deliberate difference (one image, one build) from upstream.
+Every model has its own image name, ``ci-<model, / → _>_<dockerfile stem>``, as in ROCm's madengine: it
+is the ``built_models`` key, the ``built_images`` key and the ``docker_image`` of both. Models that share
+a Dockerfile (same context and build args) are built once and the one image is tagged once per model, so
+their ``built_images`` entries share ``image_id`` and list every model of the build in ``models``. With
+``--use-image``/``MAD_CONTAINER_IMAGE`` an entry's ``docker_image`` is that ready image (``prebuilt``).
+Manifests of older madengine versions, whose shared models point at the first model's image, still load.
 """
 
 from __future__ import annotations
