@@ -66,7 +66,7 @@ def _no_containers(tree, cluster) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_stops_the_play_everywhere_and_resume_finishes(mad, cluster, sig) -> None:  # noqa: F811
     first = mad.add("first", OK)
-    long = mad.add("long", nap(60, "long-started"))
+    long = mad.add("long", nap(20, "long-started"))
     last = mad.add("last", OK)
     mad.build()
     proc = _start(mad, "--inventory", mad.inventory, "--retries", "2")
@@ -105,7 +105,7 @@ def test_interrupt_stops_the_play_everywhere_and_resume_finishes(mad, cluster, s
 # ---------------------------------------------------------------------------- item 2: kill -9, resume
 def test_kill_9_takes_the_play_and_its_secrets_and_resume_cleans_up(mad, cluster, tmp_path: Path) -> None:  # noqa: F811
     first = mad.add("first", OK)
-    long = mad.add("long", nap(60, "long-started"))
+    long = mad.add("long", nap(20, "long-started"))
     mad.build()
     secret = "Sx" + secrets.token_hex(16)
     runtime = tmp_path / "xdg-runtime"
