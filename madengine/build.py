@@ -197,6 +197,7 @@ class BuildResult:
 
 # ------------------------------------------------------------------------------------------- naming
 _INVALID_NAME = re.compile(r"[^a-z0-9._-]")
+_SEPARATOR_RUN = re.compile(r"[._-]{2,}")
 
 
 def image_name(model_name: str, dockerfile: Path | str) -> str:
@@ -205,8 +206,10 @@ def image_name(model_name: str, dockerfile: Path | str) -> str:
     Characters Docker refuses in a repository name (upper case, spaces...) become ``_``/lower case;
     upstream would fail the build on them instead.
     """
-    name = f"ci-{model_name.replace('/', '_').lower()}_{dockerfile_stem(dockerfile)}".lower()
-    return _INVALID_NAME.sub("_", name)
+    name = _INVALID_NAME.sub("_", f"ci-{model_name.replace('/', '_').lower()}_{dockerfile_stem(dockerfile)}".lower())
+    # Docker separates a name's letters and digits by one '.', one or two '_', or dashes: nothing else.
+    name = _SEPARATOR_RUN.sub(lambda m: m.group(0) if m.group(0) == "__" or set(m.group(0)) == {"-"} else "_", name)
+    return name.strip("._-") or "ci-model"
 
 
 def log_file_name(model_name: str, dockerfile: Path | str) -> str:

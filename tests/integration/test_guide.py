@@ -247,7 +247,7 @@ def test_single_command_workflow_in_a_ci_log(guide, env) -> None:
     summary = json.loads((guide.root / "workflow_summary.json").read_text())
     assert set(summary) == {"build_phase", "run_phase", "overall_success"}
     assert summary["overall_success"] is True
-    assert len(summary["build_phase"]["successful_pushes"]) == 1
+    assert len(summary["build_phase"]["successful_pushes"]) == 2  # one built image, a tag per card
     assert [r["model"] for r in summary["run_phase"]["successful_runs"]] == [first, second]
 
 
