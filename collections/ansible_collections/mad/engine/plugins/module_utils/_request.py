@@ -194,14 +194,15 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
             if rel:
                 sync.append(rel)
         seconds = run_timeout(model, run_ctx, override)
+        image_info = {
+            "docker_file": str(image.get("dockerfile") or ""), "base_docker": str(image.get("base_docker") or ""),
+            "docker_sha": str(image.get("docker_sha") or ""), "image_digest": str(image.get("image_digest") or ""),
+            "build_duration": image.get("build_duration", "")}
         models.append({
             "key": key, "name": str(model.get("name") or key), "image": ref, "cred": str(model.get("cred") or ""),
             "task_timeout": int(seconds) + int(step_timeout) if seconds else 0,
             "request": dict(base, key=key, model=model, image=ref,
-                            file_stem=stems.get(str(model.get("name") or key), ""), image_info={
-                "docker_file": str(image.get("dockerfile") or ""), "base_docker": str(image.get("base_docker") or ""),
-                "docker_sha": str(image.get("docker_sha") or ""), "image_digest": str(image.get("image_digest") or ""),
-                "build_duration": image.get("build_duration", "")}),
+                            file_stem=stems.get(str(model.get("name") or key), ""), image_info=image_info),
         })
     wanted = []
     for rel in filter(None, (_rel_inside(path, mad_dir) for path in sync)):

@@ -115,8 +115,8 @@ def test_one_file_set_for_the_sync_the_bundle_and_k8s(tmp_path: Path) -> None:
 
     from ansible_collections.mad.engine.plugins.module_utils._tree import SKIP_NAMES, pack, package_files
 
-    import madengine.ansible_bundle as bundle
-    import madengine.k8s as k8s
+    from madengine import ansible_bundle as bundle
+    from madengine import k8s
 
     root = tmp_path / "mad"
     for rel in ("scripts/m/run.sh", "scripts/m/lib/x.py", "scripts/m/__pycache__/x.cpython-311.pyc",
