@@ -2,12 +2,13 @@
 
 The mad.engine.run_models role copies each tarball to the hosts that lack the image (by image ID: a host
 with an older build under the same tag counts as lacking it), loads and removes it there. The tarballs
-are kept in a cache on the controller (``cache_dir()``), one per image ID and name, so a run of unchanged
+are kept in a cache on the controller (``cache_dir()``), one per image ID and names, so a run of unchanged
 images saves nothing; entries unused for CACHE_DAYS are removed (no size cap: delete the dir to reclaim).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -59,11 +60,13 @@ def save_images(images: dict[str, str], cache: Path,
         raise RunError(f"--image-transfer copy needs the local Docker engine: {e.message}", hint=e.hint) from None
     cache.mkdir(parents=True, exist_ok=True)
     _prune(cache)
-    out: dict[str, dict[str, str]] = {}
-    for key, name in images.items():
+    ids: dict[str, str] = {}  # reference -> image ID
+    for name in images.values():
         ref = tagged(name)
+        if ref in ids:
+            continue
         try:
-            image_id = str(client.api.inspect_image(ref)["Id"])
+            ids[ref] = str(client.api.inspect_image(ref)["Id"])
         except docker.errors.NotFound:
             raise InvalidInputError(
                 f"--image-transfer copy: image {ref} is not in the local Docker engine",
@@ -72,28 +75,47 @@ def save_images(images: dict[str, str], cache: Path,
                 example="madengine-cli run --inventory cluster.yml --tags dummy --image-transfer copy") from None
         except docker.errors.APIError as exc:
             raise RunError(f"--image-transfer copy: inspecting image {ref} failed: {exc}") from None
-        # By ID and name: a tarball carries the one name it was saved under, and two names can share an ID.
-        path = cache / f"{image_id.split(':')[-1][:32]}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', ref)}.tar"
+    # One tarball per image ID, holding every name of it the run uses (cards sharing a build each have
+    # their own tag): a host loads it once and has them all. By ID and names: a rebuild is a new file.
+    names_of: dict[str, list[str]] = {}
+    for ref, image_id in ids.items():
+        names_of.setdefault(image_id, []).append(ref)
+    paths: dict[str, Path] = {}
+    for image_id, refs in names_of.items():
+        refs.sort()
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", refs[0])
+        if len(refs) > 1:
+            label += f"+{len(refs) - 1}-" + hashlib.sha256("\0".join(refs).encode()).hexdigest()[:8]
+        path = cache / f"{image_id.split(':')[-1][:32]}-{label}.tar"
         if path.is_file():
             os.utime(path)  # in use: not pruned
         else:
-            on_image(name)
-            _save(client, ref, path)
-        out[key] = {"path": str(path), "id": image_id}
-    return out
+            for name in sorted({name for name in images.values() if tagged(name) in refs}):
+                on_image(name)
+            _save(client, refs, path)
+        paths[image_id] = path
+    return {key: {"path": str(paths[ids[tagged(name)]]), "id": ids[tagged(name)]} for key, name in images.items()}
 
 
-def _save(client: Any, ref: str, path: Path) -> None:
+def _save(client: Any, refs: list[str], path: Path) -> None:
+    """``docker save refs... > path`` through the engine API (``GET /images/get?names=...``)."""
     import docker
 
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
+        if len(refs) == 1:
+            chunks = client.api.get_image(refs[0], chunk_size=_CHUNK)
+        else:  # the SDK's get_image takes one name; the engine's endpoint takes several
+            response = client.api.get(client.api._url("/images/get"), params=[("names", ref) for ref in refs],
+                                       stream=True)
+            client.api._raise_for_status(response)
+            chunks = response.iter_content(chunk_size=_CHUNK)
         with partial.open("wb") as handle:
-            for chunk in client.api.get_image(ref, chunk_size=_CHUNK):
+            for chunk in chunks:
                 handle.write(chunk)
         os.replace(partial, path)
     except (docker.errors.APIError, OSError) as exc:
-        raise RunError(f"--image-transfer copy: saving image {ref} to {path} failed: {exc}") from None
+        raise RunError(f"--image-transfer copy: saving image {', '.join(refs)} to {path} failed: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
 
