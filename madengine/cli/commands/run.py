@@ -123,6 +123,11 @@ def run(
         Path | None, typer.Option("--execution-config", "-e", metavar="FILE", dir_okay=False,
                                   help="Run options and context from madengine-cli export-config.")
     ] = None,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Run each model as a SLURM batch job (sbatch).")] = False,
+    partition: Annotated[str | None, typer.Option("--partition", metavar="P", help="SLURM partition.")] = None,
+    slurm_time: Annotated[
+        str | None, typer.Option("--slurm-time", metavar="HH:MM:SS", help="SLURM --time (default: card timeout + margin).")
+    ] = None,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -177,6 +182,11 @@ def run(
             limit, forks = cluster_args["limit"], cluster_args["forks"]
             insecure_skip_host_key_check = cluster_args["insecure_skip_host_key_check"]
             image_transfer = image_transfer or cluster_args.get("image_transfer")  # given now, it wins
+        slurm_args = args.get("slurm")
+        if slurm_args:
+            slurm, partition = True, partition or slurm_args.get("partition")
+            slurm_time = slurm_time or slurm_args.get("time")
+            image_transfer = image_transfer or slurm_args.get("image_transfer")
     image_transfer = image_transfer or "registry"
     if manifest_file is None and not tags and DEFAULT_MANIFEST.is_file():
         manifest_file = DEFAULT_MANIFEST
@@ -186,12 +196,12 @@ def run(
     build_phase = None
     build_failed = False
     if manifest_file is None:
-        if inventory is not None and not registry and image_transfer == "registry":
+        if (inventory is not None or slurm) and not registry and image_transfer == "registry":
             raise InvalidInputError("A cluster run that builds first needs --registry, so the nodes can pull",
                                     hint="or --image-transfer copy, which ships docker save tarballs to the hosts",
                                     example="madengine-cli run --inventory cluster.yml --tags dummy "
                                             "--registry 127.0.0.1:5000")
-        if inventory is None:
+        if inventory is None and not slurm:
             # A typo in a tool name or a pre/post script path fails now, not after the build.
             from madengine.execute.local import check_context
 
@@ -248,6 +258,7 @@ def run(
             "inventory": str(Path(inventory).absolute()), "distribute": distribute, "limit": limit,
             "forks": forks, "insecure_skip_host_key_check": insecure_skip_host_key_check,
             "image_transfer": image_transfer},
+        "slurm": {"partition": partition, "time": slurm_time, "image_transfer": image_transfer} if slurm else None,
     }, "context": mask_secrets(context)}
     if baseline is not None:
         from madengine.compare import load_perf_rows
@@ -257,6 +268,12 @@ def run(
                 "registry": registry or manifest.registry or "-",
                 "timeout": "model default (7200 s)" if timeout == -1 else ("none" if timeout == 0 else f"{timeout} s"),
                 "output": output, "summary": summary_output or "-", "run_id": options.run_id}
+    if slurm:
+        from madengine.execute.slurm import SlurmOptions, check_time, run_slurm
+
+        slurm_flags = SlurmOptions(partition=partition, time=check_time(slurm_time, "--slurm-time")
+                                   if slurm_time else None, image_transfer=image_transfer)
+        settings.update(scheduler="slurm", partition=partition or "(default)", image_transfer=image_transfer)
     if inventory is not None:
         from madengine.execute.ansible import ClusterOptions, plan_cluster, run_cluster
 
@@ -273,7 +290,9 @@ def run(
                                                                                         **context})))
     try:
         with render.RunDisplay(console, err_console, cells, live_output=live_output) as display:
-            if inventory is not None:
+            if slurm:
+                report = run_slurm(manifest, options, slurm_flags, root, listener=display)
+            elif inventory is not None:
                 report, evidence = run_cluster(manifest, options, cluster, root, listener=display)
                 err_console.print(f"🗂  Ansible artifacts and fetched results: {evidence}", highlight=False)
             else:
@@ -281,6 +300,8 @@ def run(
     except KeyboardInterrupt:
         # Typer would turn it into a silent exit 130; say what was kept.
         removed = "" if inventory is not None else " The running container was removed;"
+        if slurm:
+            removed = " Every SLURM job of the run was cancelled (scancel);"
         err_console.print(f"[yellow]Interrupted.[/]{removed} rows of the models that finished are in "
                           f"{escape(str(output))}.", highlight=False)
         raise typer.Exit(130) from None

@@ -1,0 +1,368 @@
+"""Run stage on a SLURM cluster: one ``sbatch`` job per model, driven with the standard client commands.
+
+Each job runs the collection's stdlib executor, shipped as a zipapp in the run's shared directory
+(``python3 executor.pyz REQUEST.json``), so a node needs Python 3 and a Docker engine only. The shared
+directory (beside perf.csv, on a file system every node sees) holds the executor, one request and one
+batch script per model, and ``results/`` where each job writes its log and rows JSON. The controller
+polls ``squeue`` (``scontrol`` for a finished job's record), appends each model's rows to perf.csv when
+its job ends, and cancels every job of the run on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+import zipapp
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.mad.engine.plugins.module_utils import _request
+from ansible_collections.mad.engine.plugins.module_utils._execute import safe_name
+from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
+from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
+
+from madengine.errors import InvalidInputError
+from madengine.execute.local import Listener, ModelRun, RunOptions, RunReport, _read_json, row_sink, run_context
+from madengine.ledger import Ledger
+from madengine.manifest import Manifest
+from madengine.results import summarize
+
+#: Seconds added to a card's timeout for the job's --time (pull, container start, clean-up).
+TIME_MARGIN_S = 120
+POLL_S = 0.2
+SLURM_FIELDS = ("partition", "nodes", "gpus_per_node", "time", "exclusive", "nodelist", "reservation", "account")
+TERMINAL = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+            "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
+_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$|^\d+$")
+
+
+def _module_utils_dir() -> Path:
+    from ansible_collections.mad.engine.plugins import module_utils
+
+    return Path(next(iter(module_utils.__path__)))
+
+
+def build_executor(target: Path) -> Path:
+    """Write the executor zipapp: the collection's module_utils plus a ``__main__`` (stdlib only)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp, "ansible_collections/mad/engine/plugins/module_utils")
+        pkg.mkdir(parents=True)
+        for part in (Path(tmp, "ansible_collections"), *pkg.parents):
+            if str(part).startswith(tmp) and part != Path(tmp):
+                (part / "__init__.py").touch()
+        (pkg / "__init__.py").touch()
+        for source in sorted(_module_utils_dir().glob("*.py")):
+            shutil.copy2(source, pkg / source.name)
+        shutil.copy2(Path(__file__).with_name("slurm_executor_main.py"), Path(tmp, "__main__.py"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        zipapp.create_archive(tmp, target, interpreter="/usr/bin/env python3")
+    return target
+
+
+@dataclass
+class SlurmOptions:
+    """Flags of ``run --slurm`` (None: not given); the context's ``slurm`` object fills the rest."""
+
+    partition: str | None = None
+    time: str | None = None
+    image_transfer: str = "registry"
+
+
+@dataclass
+class Job:
+    key: str
+    name: str
+    script: Path
+    rows_path: str
+    nnodes: int
+    gpus_per_node: str
+    job_id: str = ""
+    state: str = ""
+    done: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+def settings_for(model: Mapping[str, Any], context: Mapping[str, Any], flags: SlurmOptions) -> dict[str, Any]:
+    """The job's SLURM settings: context ``slurm`` < flags < the card's own ``slurm`` object."""
+    out = {k: v for k, v in dict(context.get("slurm") or {}).items() if k in SLURM_FIELDS}
+    if flags.partition:
+        out["partition"] = flags.partition
+    if flags.time:
+        out["time"] = flags.time
+    card = model.get("slurm") if isinstance(model.get("slurm"), Mapping) else {}
+    out.update({k: v for k, v in card.items() if k in SLURM_FIELDS})
+    if not out.get("nodes"):
+        dist = model.get("distributed") if isinstance(model.get("distributed"), Mapping) else {}
+        out["nodes"] = int(dist.get("nnodes") or 1)
+    return out
+
+
+def check_time(value: str, where: str) -> str:
+    if not _TIME.match(str(value)):
+        raise InvalidInputError(f"{where} {value!r} is not a SLURM time", hint="use HH:MM:SS, e.g. 00:10:00")
+    return str(value)
+
+
+def _run(argv: list[str], timeout: float = 15) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def preflight(partitions: set[str]) -> None:
+    """Exit 4 before anything is submitted: no sbatch, a controller that does not answer, a bad partition."""
+    missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(c) is None]
+    if missing:
+        raise InvalidInputError(f"SLURM client command(s) not found on PATH: {', '.join(missing)}",
+                                hint="install slurm-client (Debian) or load your site's slurm module; "
+                                     "nothing was submitted")
+    conf = os.environ.get("SLURM_CONF", "the default slurm.conf")
+    try:
+        ping = _run(["scontrol", "ping"], timeout=20)
+    except subprocess.TimeoutExpired:
+        ping = None
+    if ping is None or ping.returncode != 0 or "UP" not in ping.stdout:
+        detail = (ping.stdout + ping.stderr).strip().splitlines()[:1] if ping else ["no answer in 20 s"]
+        raise InvalidInputError(f"the SLURM controller does not answer ({conf}): {' '.join(detail)}",
+                                hint="start slurmctld or point SLURM_CONF at your cluster's slurm.conf; "
+                                     "nothing was submitted")
+    for partition in sorted(p for p in partitions if p):
+        check = _run(["scontrol", "show", "partition", partition])
+        if check.returncode != 0:
+            known = _run(["sinfo", "-h", "-o", "%R"]).stdout.split()
+            raise InvalidInputError(f"SLURM partition {partition!r} does not exist",
+                                    hint=f"use --partition with one of: {', '.join(sorted(set(known))) or '?'}; "
+                                         "nothing was submitted")
+
+
+def job_name(run_id: str, model: str) -> str:
+    """``mad-<run id>-<model>``: what ``squeue`` shows; the comment holds ``madengine:<run id>:<key>``."""
+    return f"mad-{run_id}-{safe_name(model)}"[:120]
+
+
+def batch_script(*, name: str, run_id: str, key: str, settings: Mapping[str, Any], time_limit: str,
+                 out_path: str, executor: str, request: str) -> str:
+    """The sbatch script of one model (every directive quoted; --no-requeue always)."""
+    q = shlex.quote
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={q(name)}", f"#SBATCH --comment={q(f'madengine:{run_id}:{key}')}",
+             "#SBATCH --no-requeue", f"#SBATCH --nodes={int(settings.get('nodes') or 1)}",
+             "#SBATCH --ntasks-per-node=1", f"#SBATCH --output={q(out_path)}"]
+    if time_limit:
+        lines.append(f"#SBATCH --time={q(time_limit)}")
+    for field_name in ("partition", "nodelist", "reservation", "account"):
+        if settings.get(field_name):
+            lines.append(f"#SBATCH --{field_name}={q(str(settings[field_name]))}")
+    if settings.get("gpus_per_node"):
+        lines.append(f"#SBATCH --gpus-per-node={int(settings['gpus_per_node'])}")
+    if settings.get("exclusive"):
+        lines.append("#SBATCH --exclusive")
+    lines.append(f"exec python3 {q(executor)} {q(request)}")
+    return "\n".join(lines) + "\n"
+
+
+def time_limit_for(model: Mapping[str, Any], context: Mapping[str, Any], settings: Mapping[str, Any],
+                   override: int) -> str:
+    """``--time``: the settings' time, else the card's timeout + TIME_MARGIN_S (in minutes), or none."""
+    if settings.get("time"):
+        return check_time(str(settings["time"]), "slurm time")
+    seconds = run_timeout(dict(model), dict(context), None if override in (None, -1) else int(override))
+    if not seconds:
+        return ""
+    return str(math.ceil((int(seconds) + TIME_MARGIN_S) / 60))
+
+
+def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_dir: Path,
+                 shared: Path, keys: list[str] | None = None) -> list[Job]:
+    """Write the executor, requests and batch scripts of ``keys`` (all models: None) into ``shared``."""
+    context = run_context(manifest, options.context, detect=False)
+    tools = _read_json(options.tools_config, "tools config")
+    data = _read_json(options.data_config, "data config")
+    keys = keys if keys is not None else [e.key for e in manifest.entries()]
+    tarballs: dict[str, Any] = {}
+    if flags.image_transfer == "copy":
+        from madengine.execute.image_copy import cache_dir, images_for, save_images
+
+        tarballs = save_images(images_for(manifest, keys), cache_dir())
+    plan = _request.host_plan(
+        manifest.to_dict(), keys, host="", run_id=options.run_id, workdir=str(shared), mad_dir=str(mad_dir),
+        context=options.context, tools_config=tools, tools_config_name=str(options.tools_config or ""),
+        data_config=data, image_transfer=flags.image_transfer, image_tarballs=tarballs,
+        options={"timeout": options.timeout, "keep_alive": False, "keep_model_dir": options.keep_model_dir,
+                 "skip_model_run": options.skip_model_run, "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
+                 "sys_env_details": options.sys_env_details, "force_mirror_local": options.force_mirror_local})
+    images = {image["name"]: image for image in plan["images"]}
+    executor = build_executor(shared / "executor.pyz")
+    results = shared / "results"
+    (shared / "requests").mkdir(parents=True, exist_ok=True)
+    (shared / "jobs").mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    models = {e.key: e.model.to_dict() for e in manifest.entries()}
+    for item in plan["models"]:
+        key, request = item["key"], dict(item["request"])
+        model = models.get(key, request.get("model") or {})
+        settings = settings_for(model, context, flags)
+        request.update(mad_dir=str(mad_dir), output_dir=str(results))
+        image = dict(images.get(item["image"]) or {})
+        if image.get("tarball"):
+            image["load_from"] = image["tarball"]  # the shared file system: no copy needed
+        request["slurm_image"] = image
+        req_path = shared / "requests" / f"{safe_name(key)}.json"
+        fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(request, handle, indent=1)
+        script = shared / "jobs" / f"{safe_name(key)}.sbatch"
+        script.write_text(batch_script(
+            name=job_name(options.run_id, item["name"]), run_id=options.run_id, key=key, settings=settings,
+            time_limit=time_limit_for(model, context, settings, options.timeout),
+            out_path=str(results / f"{safe_name(key)}.slurm-%j.out"), executor=str(executor),
+            request=str(req_path)), encoding="utf-8")
+        jobs.append(Job(key=key, name=item["name"], script=script,
+                        rows_path=_request.rows_path(str(results), item["name"]),
+                        nnodes=int(settings.get("nodes") or 1), gpus_per_node=str(settings.get("gpus_per_node") or "")))
+    return jobs
+
+
+def _submit(job: Job) -> str:
+    out = _run(["sbatch", "--parsable", str(job.script)], timeout=60)
+    if out.returncode != 0:
+        raise InvalidInputError(f"sbatch {job.script} failed: {(out.stderr or out.stdout).strip()}",
+                                hint="check the partition/account/time settings")
+    return out.stdout.strip().split(";")[0]
+
+
+def _queue(ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+    """{job id: (state, reason, elapsed, nodes)} of the jobs squeue still knows."""
+    if not ids:
+        return {}
+    out = _run(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r|%M|%N"])
+    table = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 5:
+            table[parts[0]] = (parts[1], parts[2], parts[3], parts[4])
+    return table
+
+
+def _job_record(job_id: str) -> dict[str, str]:
+    out = _run(["scontrol", "show", "job", "-o", job_id])
+    record = {}
+    for token in out.stdout.split():
+        if "=" in token:
+            k, v = token.split("=", 1)
+            record.setdefault(k, v)
+    return record
+
+
+def own_jobs(run_id: str) -> dict[str, str]:
+    """{manifest key: job id} of the run's jobs still queued or running (found by their comment)."""
+    out = _run(["squeue", "-h", "-o", "%i|%k"])
+    found = {}
+    for line in out.stdout.splitlines():
+        job_id, _, comment = line.partition("|")
+        prefix = f"madengine:{run_id}:"
+        if comment.startswith(prefix):
+            found[comment[len(prefix):]] = job_id
+    return found
+
+
+def _finish(job: Job, state: str, nodes: str, run_id: str) -> list[dict[str, str]]:
+    """The job's rows: the executor's, else one FAILURE row saying what SLURM did to the job."""
+    rows: list[dict[str, str]] = []
+    if os.path.isfile(job.rows_path):
+        try:
+            rows = json.loads(Path(job.rows_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            rows = []
+    if not rows:
+        record = _job_record(job.job_id)
+        state = record.get("JobState", state) or state
+        if state == "TIMEOUT":
+            reason = f"SLURM time limit exceeded (--time {record.get('TimeLimit', '?')})"
+        elif state == "NODE_FAIL":
+            reason = f"node failed: {record.get('NodeList', nodes) or nodes} (job {job.job_id}, not requeued)"
+        elif state == "CANCELLED":
+            reason = f"SLURM job {job.job_id} cancelled"
+        else:
+            reason = f"SLURM job {job.job_id} {state.lower() or 'ended'} (exit {record.get('ExitCode', '?')}) " \
+                     "without results"
+        rows = [failure_row({"name": job.name}, reason, host=nodes.split(",")[0] if nodes else "", run_id=run_id)]
+    for row in rows:
+        row.update(deployment_type="slurm", slurm_job_id=job.job_id, nnodes=str(job.nnodes))
+        if job.gpus_per_node:
+            row["gpus_per_node"] = job.gpus_per_node
+    return rows
+
+
+def cancel(jobs: list[Job], wait_s: float = 30) -> None:
+    """scancel every unfinished job and wait until squeue shows none of them running."""
+    ids = [j.job_id for j in jobs if j.job_id and not j.done]
+    if not ids:
+        return
+    _run(["scancel", *ids])
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        live = [i for i, (state, *_) in _queue(ids).items() if state not in TERMINAL]
+        if not live:
+            return
+        time.sleep(POLL_S)
+
+
+def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_dir: Path,
+              listener: Listener | None = None) -> RunReport:
+    """Submit one job per model, poll until every job ended, append rows as each ends."""
+    emit = listener or (lambda *_: None)
+    context = run_context(manifest, options.context, detect=False)
+    entries = [e for e in manifest.entries() if options.only is None or (e.key, "slurm") in options.only]
+    partitions = {str(settings_for(e.model.to_dict(), context, flags).get("partition") or "") for e in entries}
+    preflight(partitions)
+    shared = options.output_dir / "slurm" / options.run_id
+    jobs = prepare_jobs(manifest, options, flags, mad_dir, shared, [e.key for e in entries])
+    append = row_sink(options)
+    ledger = Ledger(options.runs_dir, options.run_id)
+    ledger.start({**options.ledger_meta, "cells": [[e.key, "slurm"] for e in manifest.entries()]})
+    previous = ledger.load()
+    adopted = own_jobs(options.run_id) if options.only is not None else {}
+    started = time.monotonic()
+    runs: list[ModelRun] = []
+    try:
+        for job in jobs:
+            emit("start", job.name, {"image": ""})
+            job.job_id = adopted.get(job.key) or _submit(job)
+            job.started = time.monotonic()
+            emit("slurm", job.name, {"job_id": job.job_id, "state": "PENDING", "reason": "submitted"})
+        while not all(j.done for j in jobs):
+            table = _queue([j.job_id for j in jobs if not j.done])
+            for job in jobs:
+                if job.done:
+                    continue
+                state, reason, elapsed, nodes = table.get(job.job_id, ("", "", "", ""))
+                if state != job.state and state:
+                    if state == "RUNNING":
+                        emit("running", job.name, {})
+                    job.state = state
+                if state:
+                    emit("slurm", job.name, {"job_id": job.job_id, "state": state, "reason": reason,
+                                             "elapsed": elapsed, "nodes": nodes})
+                if state in TERMINAL or not state or (os.path.isfile(job.rows_path) and state != "PENDING"):
+                    rows = _finish(job, state, nodes, options.run_id)
+                    job.done = True
+                    log = str(Path(job.rows_path).parent)
+                    ledger.record(job.key, "slurm", previous.next_attempt(job.key, "slurm"), rows, log_path=log)
+                    append(rows)
+                    runs.append(ModelRun(job.name, rows, log))
+                    emit("done", job.name, {"rows": rows, "log_path": log, "exec_line": ""})
+            if not all(j.done for j in jobs):
+                time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        cancel(jobs)
+        raise
+    all_rows = [row for run in runs for row in run.rows]
+    return RunReport(options.run_id, runs, summarize(all_rows, options.run_id, time.monotonic() - started))
