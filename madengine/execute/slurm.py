@@ -262,8 +262,9 @@ def _job_record(job_id: str) -> dict[str, str]:
 
 
 def own_jobs(run_id: str) -> dict[str, str]:
-    """{manifest key: job id} of the run's jobs still queued or running (found by their comment)."""
-    out = _run(["squeue", "-h", "-o", "%i|%k"])
+    """{manifest key: job id} of the run's jobs that squeue still knows (queued, running, or ended within
+    MinJobAge), found by their comment: a resumed run adopts them instead of submitting again."""
+    out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%k"])
     found = {}
     for line in out.stdout.splitlines():
         job_id, _, comment = line.partition("|")

@@ -132,7 +132,7 @@ start_munged() {
     chmod 400 "$SLURM_DIR/munge/munge.key"
     munged --force --key-file="$SLURM_DIR/munge/munge.key" --socket="$MUNGE_SOCK" \
         --pid-file="$SLURM_DIR/munge/munged.pid" --log-file="$SLURM_DIR/log/munged.log" \
-        --seed-file="$SLURM_DIR/munge/seed" || sdie "munged failed; see $SLURM_DIR/log/munged.log"
+        --seed-file="$SLURM_DIR/munge/seed" 9>&- || sdie "munged failed; see $SLURM_DIR/log/munged.log"
     slog "munged started (socket $MUNGE_SOCK)"
 }
 
@@ -177,7 +177,7 @@ wait_idle() {
     local i n want
     want=$(nodes | wc -l)
     for ((i = 0; i < 300; i++)); do
-        n=$(SLURM_CONF=$CONF sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 ~ /^(idle|mix|alloc)$/' | wc -l)
+        n=$(SLURM_CONF=$CONF sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 ~ /^(idle|mix|alloc)$/' | sort -u | wc -l)
         ((n >= want)) && return 0
         # A node that registered down (e.g. after a kill) comes back with an explicit resume.
         if ((i % 20 == 19)); then
@@ -208,7 +208,7 @@ up() {
     for ((i = 0; i < 100; i++)); do SLURM_CONF=$CONF scontrol ping >/dev/null 2>&1 && break; sleep 0.1; done
     while read -r name addr dh; do start_slurmd "$name"; done < <(nodes)
     wait_idle
-    slog "up: $(SLURM_CONF=$CONF sinfo -h -N -o '%N' | paste -sd' ') (SLURM_CONF=$CONF)"
+    slog "up: $(SLURM_CONF=$CONF sinfo -h -N -o '%N' | sort -u | paste -sd' ') (SLURM_CONF=$CONF)"
     echo "$CONF"
 }
 

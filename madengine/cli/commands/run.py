@@ -126,7 +126,8 @@ def run(
     slurm: Annotated[bool, typer.Option("--slurm", help="Run each model as a SLURM batch job (sbatch).")] = False,
     partition: Annotated[str | None, typer.Option("--partition", metavar="P", help="SLURM partition.")] = None,
     slurm_time: Annotated[
-        str | None, typer.Option("--slurm-time", metavar="HH:MM:SS", help="SLURM --time (default: card timeout + margin).")
+        str | None, typer.Option("--slurm-time", metavar="HH:MM:SS",
+                                 help="SLURM --time (default: card timeout + margin).")
     ] = None,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,

@@ -1,0 +1,175 @@
+"""`madengine-cli run --slurm` on the real SLURM test cluster (tests/infra/slurm.sh over 3 loopback nodes).
+
+Real slurmctld/slurmd/munged, each node's own dockerd (DOCKER_HOST from the TaskProlog), the real
+registry. The CLI runs as a subprocess, so exit codes, signals and output are real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from _slurmlib import OK, SlurmMad, nap, slurm_sh, wait_for
+
+pytestmark = pytest.mark.docker
+NODES = {"node2", "node3", "node4"}
+
+
+def test_run_slurm_rows_from_the_nodes(smad: SlurmMad) -> None:
+    names = [smad.add(f"ok{i}", OK) for i in range(3)]
+    bad = smad.add("bad", 'echo "no metric here"\nexit 1\n')
+    smad.build()
+    result = smad.run()
+    assert result.code == 3, result.text
+    rows = {row["model"]: row for row in smad.rows()}
+    for name in names:
+        row = rows[name]
+        assert row["status"] == "SUCCESS", row
+        assert row["host"] in NODES
+        assert row["deployment_type"] == "slurm"
+        assert row["slurm_job_id"].isdigit()
+        assert row["nnodes"] == "1" and row["gpus_per_node"] == "1"
+    assert rows[bad]["status"] == "FAILURE"
+    assert len({row["slurm_job_id"] for row in rows.values()}) == 4
+    # Each node that ran a model pulled its image by digest into its own engine.
+    for node in smad.nodes:
+        ran = [r for r in rows.values() if r["host"] == node.name]
+        images = node.docker("images", "--digests", "--format", "{{.Repository}}@{{.Digest}}").stdout
+        for row in ran:
+            assert f"ci-{row['model']}_base@sha256:" in images, (node.name, images)
+    assert not smad.squeue()
+    # Nothing of ours is installed on a node: the job ran the executor zipapp from the shared dir.
+    scripts = list((smad.root / "slurm").glob("*/jobs/*.sbatch"))
+    assert scripts and all("--no-requeue" in s.read_text() and "executor.pyz" in s.read_text() for s in scripts)
+
+
+def test_context_slurm_object_and_flags(smad: SlurmMad) -> None:
+    name = smad.add("ctx", OK)
+    smad.build()
+    result = smad.run("-c", '{"slurm": {"partition": "nope", "nodelist": "node3"}}', "--partition", "batch")
+    assert result.code == 0, result.text  # the flag wins over the context's bad partition
+    row = smad.rows()[0]
+    assert row["model"] == name and row["host"] == "node3"
+    script = next((smad.root / "slurm").glob("*/jobs/*.sbatch")).read_text()
+    assert "--partition=batch" in script and "--nodelist=node3" in script
+
+
+@pytest.mark.parametrize("case", ["partition", "no-sbatch", "controller"])
+def test_bad_slurm_setup_exits_4_before_submitting(smad: SlurmMad, tmp_path: Path, case: str) -> None:
+    smad.add("never", OK)
+    smad.build()
+    env = smad.env()
+    args: list[str] = []
+    if case == "partition":
+        args = ["--partition", "nosuchpart"]
+        want = "partition 'nosuchpart' does not exist"
+    elif case == "no-sbatch":
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        for tool in ("python3", "docker"):
+            os.symlink(shutil.which(tool), bindir / tool)  # type: ignore[arg-type]
+        env["PATH"] = str(bindir)
+        want = "not found on PATH: sbatch"
+    else:
+        conf = tmp_path / "slurm.conf"
+        text = Path(smad.conf).read_text().replace("SlurmctldPort=6917", "SlurmctldPort=6999")
+        conf.write_text(text)
+        env["SLURM_CONF"] = str(conf)
+        want = "controller does not answer"
+    result = smad.run(*args, env=env)
+    assert result.code == 4, result.text
+    assert want in " ".join(result.err.split()), result.err
+    assert "Traceback" not in result.text
+    assert not smad.squeue() and not (smad.root / "perf.csv").exists()
+
+
+def test_time_limit_exceeded_is_a_failure_row(smad: SlurmMad) -> None:
+    name = smad.add("slow", nap(300))
+    smad.build()
+    started = time.monotonic()
+    result = smad.run("--slurm-time", "00:01:00", "--timeout", "0")
+    assert result.code == 3, result.text
+    row = smad.rows()[0]
+    assert row["model"] == name and row["status"] == "FAILURE"
+    assert "time limit" in row["reason"], row
+    assert time.monotonic() - started < 150
+    assert not smad.squeue()
+    wait_for(lambda: not any(smad.containers().values()), 30, "the container removed")
+
+
+def _wait_running(smad: SlurmMad, count: int) -> list[tuple[str, str, str, str]]:
+    return wait_for(lambda: (lambda q: q if len([j for j in q if j[1] == "RUNNING"]) >= count else None)(
+        smad.squeue()), 60, f"{count} job(s) running")
+
+
+def test_ctrl_c_cancels_every_job(smad: SlurmMad) -> None:
+    smad.add("quick", OK)
+    sleepers = [smad.add(f"sleep{i}", nap(300, "asleep")) for i in range(2)]
+    smad.build()
+    proc = smad.background()
+    try:
+        _wait_running(smad, 2)
+        wait_for(lambda: (smad.root / "perf.csv").exists(), 60, "the quick model's row")
+        wait_for(lambda: sum(len(v) for v in smad.containers().values()) >= 2, 60, "containers running")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - t0 < 30
+    assert not smad.squeue()
+    wait_for(lambda: not any(smad.containers().values()), 30, "containers removed")
+    rows = smad.rows()
+    assert [r["status"] for r in rows] == ["SUCCESS"]
+    assert not any(r["model"] in sleepers for r in rows)
+
+
+def test_kill_9_then_resume_adopts_the_jobs(smad: SlurmMad) -> None:
+    names = [smad.add(f"nap{i}", nap(6)) for i in range(2)]
+    smad.build()
+    proc = smad.background()
+    queued = _wait_running(smad, 2)
+    proc.kill()
+    proc.communicate()
+    first_ids = sorted(j[0] for j in queued)
+    run_id = next(p.name for p in (smad.root / "runs").iterdir() if p.is_dir())
+    result = smad.cli("run", "--resume", run_id, "--slurm")
+    assert result.code == 0, result.text
+    rows = smad.rows()
+    assert sorted(r["model"] for r in rows) == sorted(names)
+    # Adopted: the rows come from the first run's jobs; nothing was submitted twice.
+    assert sorted(r["slurm_job_id"] for r in rows) == first_ids
+    logs = list((smad.root / "slurm" / run_id / "results").glob("*.slurm-*.out"))
+    assert len(logs) == 2, logs
+
+
+def test_node_killed_mid_job_is_a_failure_not_requeued(smad: SlurmMad) -> None:
+    victim = smad.add("victim", nap(300, "victim-running"))
+    other = smad.add("other", nap(3))
+    smad.models[0]["slurm"] = {"nodelist": "node3"}
+    smad.models[1]["slurm"] = {"nodelist": "node2"}
+    smad.save()
+    smad.build()
+    proc = smad.background()
+    try:
+        wait_for(lambda: any(j[1] == "RUNNING" and victim in j[2] for j in smad.squeue()), 60, "victim running")
+        wait_for(lambda: smad.containers()["node3"], 60, "victim container")
+        assert slurm_sh("kill-node", "node3").returncode == 0
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, out + err
+    rows = {r["model"]: r for r in smad.rows()}
+    assert rows[other]["status"] == "SUCCESS"
+    assert rows[victim]["status"] == "FAILURE"
+    assert rows[victim]["reason"].startswith("node failed: node3"), rows[victim]
+    assert not smad.squeue()  # not requeued
+    up = slurm_sh("up")  # the node rejoins for the next test
+    assert up.returncode == 0, up.stderr
