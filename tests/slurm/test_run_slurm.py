@@ -40,7 +40,7 @@ def test_run_slurm_rows_from_the_nodes(smad: SlurmMad) -> None:
         ran = [r for r in rows.values() if r["host"] == node.name]
         images = node.docker("images", "--digests", "--format", "{{.Repository}}@{{.Digest}}").stdout
         for row in ran:
-            assert f"ci-{row['model']}_base@sha256:" in images, (node.name, images)
+            assert row["image_digest"] and f"@{row['image_digest']}" in images, (node.name, images)
     assert not smad.squeue()
     # Nothing of ours is installed on a node: the job ran the executor zipapp from the shared dir.
     scripts = list((smad.root / "slurm").glob("*/jobs/*.sbatch"))
