@@ -15,11 +15,41 @@ import sys
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, load_image
-from ansible_collections.mad.engine.plugins.module_utils._request import pull_failure_reason, run_request
+from ansible_collections.mad.engine.plugins.module_utils._request import pull_failure_reason, run_request, write_rows
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
+
+
+#: ROCm madengine 2.x's launcher variables, set in every rank's container of a multi-node job.
+def _runner(launcher, nnodes, nproc, rank, addr, port):
+    if launcher == "deepspeed":
+        return (f"deepspeed --num_nodes {nnodes} --num_gpus {nproc} --node_rank {rank} "
+                f"--master_addr {addr} --master_port {port}")
+    if launcher in ("torchrun", "torchtitan", "megatron", "primus"):
+        return (f"torchrun --nnodes={nnodes} --nproc_per_node={nproc} --node_rank={rank} "
+                f"--master_addr={addr} --master_port={port}")
+    return ""  # vllm/sglang: the script reads NNODES/NODE_RANK/MASTER_ADDR itself
+
+
+def _multi_node(request):
+    """A rank of a multi-node job (SLURM_NNODES > 1): its own results dir and the launcher env."""
+    nnodes = int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
+    if nnodes <= 1:
+        return
+    rank = int(os.environ.get("SLURM_NODEID") or 0)
+    dist = request["model"].get("distributed") or {}
+    nproc = int(dist.get("nproc_per_node") or request["model"].get("n_gpus") or 1)
+    addr = os.environ.get("MASTER_ADDR") or "127.0.0.1"
+    port = os.environ.get("MASTER_PORT") or "29500"
+    env = {"NNODES": str(nnodes), "NODE_RANK": str(rank), "RANK": str(rank), "MASTER_ADDR": addr,
+           "MASTER_PORT": port, "NPROC_PER_NODE": str(nproc), "WORLD_SIZE": str(nnodes * nproc),
+           "MAD_MULTI_NODE_RUNNER": _runner(str(dist.get("launcher") or ""), nnodes, nproc, rank, addr, port)}
+    context = dict(request.get("context") or {})
+    context["docker_env_vars"] = {**dict(context.get("docker_env_vars") or {}), **env}
+    request["context"] = context
+    request["output_dir"] = os.path.join(request["output_dir"], f"rank{rank}")
 
 
 def main(argv):
@@ -30,6 +60,7 @@ def main(argv):
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     request["host"] = node
     request["machine_name"] = node
+    _multi_node(request)
     engine = EngineClient(os.environ.get("DOCKER_HOST") or None)
     if not request.get("error") and image.get("name"):
         try:
@@ -40,6 +71,11 @@ def main(argv):
         except EngineError as e:
             request["error"] = pull_failure_reason(e.reason, str(e))
     result = run_request(request, {}, engine)
+    if result.get("rows_path"):  # the SLURM columns, also for a bundle that plain sbatch ran
+        for row in result["rows"]:
+            row.update(deployment_type="slurm", slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+                       nnodes=os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+        write_rows(result["rows_path"], result["rows"])
     print(result["msg"])
     return 0
 

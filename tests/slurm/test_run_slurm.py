@@ -6,9 +6,11 @@ registry. The CLI runs as a subprocess, so exit codes, signals and output are re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -173,3 +175,25 @@ def test_node_killed_mid_job_is_a_failure_not_requeued(smad: SlurmMad) -> None:
     assert not smad.squeue()  # not requeued
     up = slurm_sh("up")  # the node rejoins for the next test
     assert up.returncode == 0, up.stderr
+
+
+def test_generate_slurm_bundle_runs_with_plain_sbatch(smad: SlurmMad, tmp_path: Path) -> None:
+    names = [smad.add(f"gen{i}", OK) for i in range(2)]
+    smad.build()
+    bundle = tmp_path / "bundle"
+    result = smad.cli("generate", "slurm", "--manifest-file", "build_manifest.json", "--output-dir", str(bundle))
+    assert result.code == 0, result.text
+    for rel in ("submit.sh", "executor.pyz", "build_manifest.json", "README.md"):
+        assert (bundle / rel).is_file(), rel
+    assert len(list((bundle / "jobs").glob("*.sbatch"))) == 2
+    submitted = subprocess.run(["bash", str(bundle / "submit.sh")], env=smad.env(), capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.count(": job ") == 2
+    for name in names:
+        rows_file = bundle / "results" / f"{name}.rows.json"
+        wait_for(rows_file.is_file, 60, f"{rows_file}")
+        wait_for(lambda f=rows_file: json.loads(f.read_text())[0].get("slurm_job_id"), 30, "the slurm columns")
+        row = json.loads(rows_file.read_text())[0]
+        assert row["status"] == "SUCCESS" and row["host"] in NODES and row["deployment_type"] == "slurm"
+    wait_for(lambda: not smad.squeue(), 30, "the queue empty")
