@@ -197,3 +197,29 @@ def test_generate_slurm_bundle_runs_with_plain_sbatch(smad: SlurmMad, tmp_path: 
         row = json.loads(rows_file.read_text())[0]
         assert row["status"] == "SUCCESS" and row["host"] in NODES and row["deployment_type"] == "slurm"
     wait_for(lambda: not smad.squeue(), 30, "the queue empty")
+
+
+def test_multi_node_torchrun_card_one_container_per_node(smad: SlurmMad) -> None:
+    script = ('echo "rank=$NODE_RANK nnodes=$NNODES master=$MASTER_ADDR:$MASTER_PORT world=$WORLD_SIZE"\n'
+              'echo "runner=$MAD_MULTI_NODE_RUNNER"\n'
+              'if [ "$NODE_RANK" = 1 ]; then echo "performance: 7.5 samples_per_second"; fi\n')
+    name = smad.add("mn", script, distributed={"launcher": "torchrun", "nnodes": 3, "nproc_per_node": 1})
+    smad.build()
+    result = smad.run()
+    assert result.code == 0, result.text
+    rows = smad.rows()
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["model"] == name and row["status"] == "SUCCESS" and row["performance"] == "7.5"
+    assert row["nnodes"] == "3" and row["deployment_type"] == "slurm"
+    results = next((smad.root / "slurm").glob("*/results"))
+    logs = sorted(results.glob("rank*/*.run.live.log"))
+    assert len(logs) == 3, logs  # every node's log kept
+    texts = [p.read_text() for p in logs]
+    ranks = sorted(line.split()[0] for t in texts for line in t.splitlines() if line.startswith("rank="))
+    assert ranks == ["rank=0", "rank=1", "rank=2"]
+    assert all("nnodes=3 master=127.0.0." in t and "world=3" in t for t in texts)
+    assert all("runner=torchrun --nnodes=3 --nproc_per_node=1 --node_rank=" in t for t in texts)
+    rank1 = json.loads((results / "rank1" / f"{name}.rows.json").read_text())[0]
+    assert row["host"] == rank1["host"] and row["host"] in NODES
+    assert {json.loads(p.read_text())[0]["host"] for p in results.glob("rank*/*.rows.json")} == NODES
