@@ -85,6 +85,8 @@ class Job:
     rows_path: str
     nnodes: int
     gpus_per_node: str
+    #: One container per node (templated launcher): rows in results/rank<N>/.
+    per_rank: bool = False
     job_id: str = ""
     state: str = ""
     done: bool = False
@@ -104,6 +106,11 @@ def settings_for(model: Mapping[str, Any], context: Mapping[str, Any], flags: Sl
         dist = model.get("distributed") if isinstance(model.get("distributed"), Mapping) else {}
         out["nodes"] = int(dist.get("nnodes") or 1)
     return out
+
+
+def launcher(model: Mapping[str, Any]) -> str:
+    dist = model.get("distributed")
+    return str(dist.get("launcher") or "") if isinstance(dist, Mapping) else ""
 
 
 def check_time(value: str, where: str) -> str:
@@ -148,7 +155,7 @@ def job_name(run_id: str, model: str) -> str:
 
 
 def batch_script(*, name: str, run_id: str, key: str, settings: Mapping[str, Any], time_limit: str,
-                 out_path: str, executor: str, request: str) -> str:
+                 out_path: str, executor: str, request: str, self_managed: bool = False) -> str:
     """The sbatch script of one model (every directive quoted; --no-requeue always)."""
     q = shlex.quote
     lines = ["#!/bin/bash", f"#SBATCH --job-name={q(name)}", f"#SBATCH --comment={q(f'madengine:{run_id}:{key}')}",
@@ -163,7 +170,7 @@ def batch_script(*, name: str, run_id: str, key: str, settings: Mapping[str, Any
         lines.append(f"#SBATCH --gpus-per-node={int(settings['gpus_per_node'])}")
     if settings.get("exclusive"):
         lines.append("#SBATCH --exclusive")
-    if int(settings.get("nodes") or 1) > 1:
+    if int(settings.get("nodes") or 1) > 1 and not self_managed:
         # One container per node; MASTER_ADDR is the first node's address (NodeAddr), as every rank sees it.
         lines += ['first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                   'MASTER_ADDR=$(scontrol show node "$first" -o | tr " " "\\n" | sed -n "s/^NodeAddr=//p")',
@@ -231,10 +238,11 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
             name=job_name(options.run_id, item["name"]), run_id=options.run_id, key=key, settings=settings,
             time_limit=time_limit_for(model, context, settings, options.timeout),
             out_path=str(results / f"{safe_name(key)}.slurm-%j.out"), executor=str(executor),
-            request=str(req_path)), encoding="utf-8")
+            request=str(req_path), self_managed=launcher(model) == "slurm_multi"), encoding="utf-8")
         jobs.append(Job(key=key, name=item["name"], script=script,
                         rows_path=_request.rows_path(str(results), item["name"]),
-                        nnodes=int(settings.get("nodes") or 1), gpus_per_node=str(settings.get("gpus_per_node") or "")))
+                        nnodes=int(settings.get("nodes") or 1), gpus_per_node=str(settings.get("gpus_per_node") or ""),
+                        per_rank=int(settings.get("nodes") or 1) > 1 and launcher(model) != "slurm_multi"))
     return jobs
 
 
@@ -300,7 +308,7 @@ def rank_rows(job: Job) -> list[dict[str, str]]:
 
 def _finish(job: Job, state: str, nodes: str, run_id: str) -> list[dict[str, str]]:
     """The job's rows: the executor's, else one FAILURE row saying what SLURM did to the job."""
-    rows = rank_rows(job) if job.nnodes > 1 else _read_rows(job.rows_path)
+    rows = rank_rows(job) if job.per_rank else _read_rows(job.rows_path)
     if not rows:
         record = _job_record(job.job_id)
         state = record.get("JobState", state) or state
@@ -371,7 +379,7 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
                 if state:
                     emit("slurm", job.name, {"job_id": job.job_id, "state": state, "reason": reason,
                                              "elapsed": elapsed, "nodes": nodes})
-                early = job.nnodes == 1 and os.path.isfile(job.rows_path) and state != "PENDING"
+                early = not job.per_rank and os.path.isfile(job.rows_path) and state != "PENDING"
                 if state in TERMINAL or not state or early:
                     rows = _finish(job, state, nodes, options.run_id)
                     job.done = True

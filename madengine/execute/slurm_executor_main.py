@@ -11,11 +11,21 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
+from ansible_collections.mad.engine.plugins.module_utils._execute import log_path
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, load_image
-from ansible_collections.mad.engine.plugins.module_utils._request import pull_failure_reason, run_request, write_rows
+from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row, rows_for_run
+from ansible_collections.mad.engine.plugins.module_utils._request import (
+    pull_failure_reason,
+    rows_path,
+    run_request,
+    write_rows,
+)
+from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -52,6 +62,63 @@ def _multi_node(request):
     request["output_dir"] = os.path.join(request["output_dir"], f"rank{rank}")
 
 
+def card_env(model):
+    """The card's own ``env_vars`` (string values only; the hub-run work owns their full semantics)."""
+    env = model.get("env_vars")
+    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+
+
+def self_managed(request):
+    """``slurm_multi``: the card's .slurm script runs here (the allocation's first node) outside any
+    container, with the card env and MAD_* exported; it starts its own containers with srun. Its
+    multiple_results CSV (in the script's folder) becomes the rows. Returns the rows."""
+    model = request["model"]
+    scripts = str(model.get("scripts") or "").strip()
+    while scripts.startswith("./"):
+        scripts = scripts[2:]
+    folder = os.path.join(request["mad_dir"], os.path.dirname(scripts))
+    output_dir = request["output_dir"]
+    os.makedirs(output_dir, exist_ok=True)
+    docker_file = str((request.get("image_info") or {}).get("docker_file") or "")
+    log = log_path(output_dir, model["name"], docker_file)
+    env = dict(os.environ)
+    docker_env = (request.get("context") or {}).get("docker_env_vars") or {}
+    env.update({k: str(v) for k, v in docker_env.items() if k.startswith("MAD_")})
+    env.update(card_env(model))
+    env.update(MAD_MODEL_NAME=model["name"], MAD_DOCKER_IMAGE=str(request.get("image") or ""),
+               MAD_RUN_ID=str(request.get("run_id") or ""), MAD_RESULTS_DIR=output_dir,
+               MAD_MODEL_ARGS=str(model.get("args") or ""))
+    override = (request.get("options") or {}).get("timeout", -1)
+    timeout = run_timeout(model, request.get("context") or {}, None if override in (None, -1) else int(override))
+    kw = {"host": request["host"], "run_id": request.get("run_id", ""), "image": request.get("image", ""),
+          "machine_name": request["host"], "docker_file": docker_file}
+    if not os.path.isfile(os.path.join(request["mad_dir"], scripts)):
+        return [failure_row(model, f"script {scripts} not found under {request['mad_dir']}", **kw)]
+    started = time.monotonic()
+    timed_out = False
+    with open(log, "wb") as handle:
+        handle.write(f"$ cd {folder} && bash {os.path.basename(scripts)}\n".encode())
+        handle.flush()
+        proc = subprocess.Popen(["bash", os.path.basename(scripts)], cwd=folder, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out, rc = True, None
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    kw["test_duration"] = round(time.monotonic() - started, 3)
+    csv = os.path.join(folder, str(model["multiple_results"])) if model.get("multiple_results") else None
+    return rows_for_run(model, text, rc, timed_out, timeout, csv, **kw)
+
+
 def main(argv):
     signal.signal(signal.SIGTERM, _terminate)
     with open(argv[1], encoding="utf-8") as handle:
@@ -60,6 +127,16 @@ def main(argv):
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     request["host"] = node
     request["machine_name"] = node
+    dist = request["model"].get("distributed") or {}
+    if dist.get("launcher") == "slurm_multi":
+        path = rows_path(request["output_dir"], request["model"]["name"])
+        rows = self_managed(request)
+        for row in rows:
+            row.update(deployment_type="slurm", slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+                       nnodes=os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+        write_rows(path, rows)
+        print(f"{request['model']['name']}: {len(rows)} row(s)")
+        return 0
     _multi_node(request)
     engine = EngineClient(os.environ.get("DOCKER_HOST") or None)
     if not request.get("error") and image.get("name"):

@@ -223,3 +223,28 @@ def test_multi_node_torchrun_card_one_container_per_node(smad: SlurmMad) -> None
     rank1 = json.loads((results / "rank1" / f"{name}.rows.json").read_text())[0]
     assert row["host"] == rank1["host"] and row["host"] in NODES
     assert {json.loads(p.read_text())[0]["host"] for p in results.glob("rank*/*.rows.json")} == NODES
+
+
+def test_slurm_multi_card_script_runs_outside_containers(smad: SlurmMad) -> None:
+    name = smad.name("sm")
+    smad.write("scripts/sm/run.slurm", (
+        '#!/bin/bash\n'
+        'echo "first=$(hostname) model=$MAD_MODEL_NAME image=$MAD_DOCKER_IMAGE card=$CARD_KNOB"\n'
+        'srun --ntasks-per-node=1 bash -c \'echo "step on $(hostname)"\'\n'
+        'printf "model,performance,metric\\nalpha,1.5,tok/s\\nbeta,2.5,tok/s\\n" > perf_sm.csv\n'))
+    smad.models.append({"name": name, "tags": [smad.uid], "dockerfile": "docker/base",
+                        "scripts": "scripts/sm/run.slurm", "n_gpus": "1", "args": "",
+                        "multiple_results": "perf_sm.csv", "env_vars": {"CARD_KNOB": "on"},
+                        "distributed": {"launcher": "slurm_multi"}, "slurm": {"nodes": 2}})
+    smad.save()
+    smad.build()
+    result = smad.run()
+    assert result.code == 0, result.text
+    rows = sorted(smad.rows(), key=lambda r: r["model"])
+    assert [r["model"] for r in rows] == [f"{name}_alpha", f"{name}_beta"]
+    assert [r["performance"] for r in rows] == ["1.5", "2.5"]
+    assert all(r["deployment_type"] == "slurm" and r["nnodes"] == "2" and r["host"] in NODES for r in rows)
+    log = next((smad.root / "slurm").glob("*/results/*.run.live.log")).read_text()
+    assert f"model={name}" in log and "card=on" in log and "image=127.0.0.1:5000/" in log
+    assert log.count("step on node") == 2, log
+    assert not any(smad.containers().values())  # no container of ours: the script manages its own
