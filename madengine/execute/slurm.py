@@ -87,6 +87,8 @@ class Job:
     gpus_per_node: str
     #: One container per node (templated launcher): rows in results/rank<N>/.
     per_rank: bool = False
+    #: Seconds the model may take (its timeout): longest first is the submission order.
+    estimate: int = 0
     job_id: str = ""
     state: str = ""
     done: bool = False
@@ -242,7 +244,9 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
         jobs.append(Job(key=key, name=item["name"], script=script,
                         rows_path=_request.rows_path(str(results), item["name"]),
                         nnodes=int(settings.get("nodes") or 1), gpus_per_node=str(settings.get("gpus_per_node") or ""),
-                        per_rank=int(settings.get("nodes") or 1) > 1 and launcher(model) != "slurm_multi"))
+                        per_rank=int(settings.get("nodes") or 1) > 1 and launcher(model) != "slurm_multi",
+                        estimate=int(run_timeout(dict(model), dict(context), None if options.timeout in (None, -1)
+                                                 else int(options.timeout)) or 0)))
     return jobs
 
 
@@ -360,6 +364,9 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
     adopted = own_jobs(options.run_id) if options.only is not None else {}
     started = time.monotonic()
     runs: list[ModelRun] = []
+    # Longest expected first (a stable sort: equal estimates keep the manifest order), so the scheduler's
+    # first-come order on free nodes is the LPT schedule.
+    jobs.sort(key=lambda j: -j.estimate)
     try:
         for job in jobs:
             emit("start", job.name, {"image": ""})
