@@ -370,6 +370,9 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
     try:
         for job in jobs:
             emit("start", job.name, {"image": ""})
+            if job.key not in adopted:  # a rows file of an earlier attempt must not pass for this one's
+                for old in [Path(job.rows_path), *Path(job.rows_path).parent.glob(f"rank*/{Path(job.rows_path).name}")]:
+                    old.unlink(missing_ok=True)
             job.job_id = adopted.get(job.key) or _submit(job)
             job.started = time.monotonic()
             emit("slurm", job.name, {"job_id": job.job_id, "state": "PENDING", "reason": "submitted"})

@@ -248,3 +248,42 @@ def test_slurm_multi_card_script_runs_outside_containers(smad: SlurmMad) -> None
     assert f"model={name}" in log and "card=on" in log and "image=127.0.0.1:5000/" in log
     assert log.count("step on node") == 2, log
     assert not any(smad.containers().values())  # no container of ours: the script manages its own
+
+
+def test_image_transfer_copy_loads_the_tarball_on_the_node(smad: SlurmMad) -> None:
+    name = smad.add("cp", OK, slurm={"nodelist": "node4"})
+    done = smad.cli("build", "--tags", smad.uid, "-c", '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}')
+    assert done.code == 0, done.text  # no registry: a local tag only
+    node4 = next(n for n in smad.nodes if n.name == "node4")
+    result = smad.run("--image-transfer", "copy")
+    assert result.code == 0, result.text
+    row = smad.rows()[0]
+    assert row["model"] == name and row["status"] == "SUCCESS" and row["host"] == "node4"
+    labelled = node4.docker("images", "-q", "--filter", f"label=madengine.test={smad.uid}").stdout.split()
+    assert labelled, "the image was loaded into node4's engine"
+
+
+def test_full_workflow_tags_slurm_registry(smad: SlurmMad) -> None:
+    name = smad.add("wf", OK)
+    missing = smad.cli("run", "--tags", smad.uid, "--slurm", "-c", '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}')
+    assert missing.code == 4 and "--registry" in missing.err, missing.text
+    result = smad.cli("run", "--tags", smad.uid, "--slurm", "--registry", "127.0.0.1:5000",
+                      "-c", '{"gpu_vendor": "CPU", "guest_os": "UBUNTU"}')
+    assert result.code == 0, result.text
+    row = smad.rows()[0]
+    assert row["model"] == name and row["status"] == "SUCCESS" and row["deployment_type"] == "slurm"
+    assert "@sha256:" in row["image"]  # pulled by digest on the node
+
+
+def test_rerun_failed_does_not_take_the_earlier_rows(smad: SlurmMad) -> None:
+    name = smad.add("flaky", 'if [ -f /myworkspace/ran-once ]; then sleep 1; echo "performance: 3 x"; '
+                             'else touch /myworkspace/ran-once; exit 1; fi\n')
+    smad.build()
+    first = smad.run()
+    assert first.code == 3, first.text
+    run_id = next(p.name for p in (smad.root / "runs").iterdir() if p.is_dir())
+    again = smad.cli("run", "--rerun-failed", run_id)
+    assert again.code == 0, again.text
+    rows = [r for r in smad.rows() if r["model"] == name]
+    assert [r["status"] for r in rows] == ["FAILURE", "SUCCESS"], rows
+    assert rows[0]["slurm_job_id"] != rows[1]["slurm_job_id"]
