@@ -31,23 +31,39 @@ SLURMD_PORT_BASE=6920
 slog() { printf '[slurm] %s\n' "$*" >&2; }
 sdie() { printf '[slurm] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# nodes: "name address docker_host" per cluster node.
-nodes() {
+# cluster_nodes: "name address docker_host" per running cluster node (its dockerd socket exists).
+cluster_nodes() {
     [[ -s $CLUSTER_JSON ]] || sdie "$CLUSTER_JSON missing: run 'bash tests/infra/cluster.sh up' first"
     python3 - "$CLUSTER_JSON" <<'PY'
-import json, sys
+import json, os, sys
 for n in json.load(open(sys.argv[1]))["nodes"]:
-    print(n["name"], n["address"], n["docker_host"])
+    if os.path.exists(n["docker_host"].removeprefix("unix://")):
+        print(n["name"], n["address"], n["docker_host"])
 PY
+}
+
+# nodes: the SLURM nodes. While this script's slurmctld runs, the ones it was started with (other
+# tests may add or stop cluster nodes meanwhile: the running SLURM cluster is left alone); else the
+# running cluster nodes.
+nodes() {
+    if [[ -s $SLURM_DIR/nodes.txt ]] && ctld_up; then cat "$SLURM_DIR/nodes.txt"; else cluster_nodes; fi
 }
 
 install_pkgs() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null &&
         command -v munged >/dev/null && return 0
     slog "installing slurmctld slurmd slurm-client munge"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurmctld slurmd slurm-client munge </dev/null >"$SLURM_DIR/apt.log" 2>&1 ||
-        { tail -n 20 "$SLURM_DIR/apt.log" >&2; sdie "apt-get install of slurm failed"; }
+    # Keep the packages' maintainer scripts from starting the system munge/slurm daemons.
+    local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# temporary, from madengine tests/infra/slurm.sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+    fi
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        slurmctld slurmd slurm-client munge; } </dev/null >"$SLURM_DIR/apt.log" 2>&1 || rc=$?
+    ((made_policy)) && rm -f "$policy"
+    ((rc == 0)) || { tail -n 20 "$SLURM_DIR/apt.log" >&2; sdie "apt-get install of slurm failed"; }
 }
 
 write_if_changed() {
@@ -195,12 +211,18 @@ up() {
     exec 9>"$SLURM_DIR/slurm.lock"
     flock -w 120 9 || sdie "another slurm.sh holds $SLURM_DIR/slurm.lock"
     install_pkgs
-    local before
-    before=$(cat "$CONF" 2>/dev/null || true)
-    write_conf
-    if [[ -n $before && $before != "$(cat "$CONF")" ]]; then
-        slog "config changed: restarting the daemons"
-        stop_all
+    if ctld_up && [[ -s $SLURM_DIR/nodes.txt ]]; then
+        slog "slurmctld already running (pid $(<"$SLURM_DIR/slurmctld.pid")): left alone"
+    else
+        local before
+        before=$(cat "$CONF" 2>/dev/null || true)
+        cluster_nodes >"$SLURM_DIR/nodes.txt"
+        [[ -s $SLURM_DIR/nodes.txt ]] || sdie "no cluster node is running: run 'bash tests/infra/cluster.sh up' first"
+        write_conf
+        if [[ -n $before && $before != "$(cat "$CONF")" ]]; then
+            slog "config changed: restarting the daemons"
+            stop_all
+        fi
     fi
     start_munged
     start_ctld
@@ -238,6 +260,7 @@ status() {
     while read -r name addr dh; do
         if slurmd_up "$name"; then echo "slurmd $name ($addr): running"; else echo "slurmd $name: stopped"; rc=1; fi
     done < <(nodes)
+    echo "SLURM_CONF=$CONF"
     ((rc == 0)) && SLURM_CONF=$CONF sinfo -N || true
     return $rc
 }
