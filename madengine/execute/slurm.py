@@ -31,7 +31,15 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import failure_ro
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
 
 from madengine.errors import InvalidInputError
-from madengine.execute.local import Listener, ModelRun, RunOptions, RunReport, _read_json, results_sink, run_context
+from madengine.execute.local import (
+    Listener,
+    ModelRun,
+    RunOptions,
+    RunReport,
+    _read_json,
+    local_run_context,
+    results_sink,
+)
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
 from madengine.results import summarize
@@ -198,7 +206,7 @@ def time_limit_for(model: Mapping[str, Any], context: Mapping[str, Any], setting
 def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_dir: Path,
                  shared: Path, keys: list[str] | None = None) -> list[Job]:
     """Write the executor, requests and batch scripts of ``keys`` (all models: None) into ``shared``."""
-    context = run_context(manifest, options.context, detect=False)
+    context = local_run_context(manifest, options.context, detect=False)
     tools = _read_json(options.tools_config, "tools config")
     data = _read_json(options.data_config, "data config")
     keys = keys if keys is not None else [e.key for e in manifest.entries()]
@@ -351,7 +359,7 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
               listener: Listener | None = None) -> RunReport:
     """Submit one job per model, poll until every job ended, append rows as each ends."""
     emit = listener or (lambda *_: None)
-    context = run_context(manifest, options.context, detect=False)
+    context = local_run_context(manifest, options.context, detect=False)
     entries = [e for e in manifest.entries() if options.only is None or (e.key, "slurm") in options.only]
     partitions = {str(settings_for(e.model.to_dict(), context, flags).get("partition") or "") for e in entries}
     preflight(partitions)
