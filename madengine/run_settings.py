@@ -67,6 +67,10 @@ class RunRequest:
     forks: int | None = None  # None: one per target host (at most 64)
     insecure_skip_host_key_check: bool = False
     image_transfer: str | None = None
+    #: --slurm: one sbatch job per model (madengine.execute.slurm), with --partition / --slurm-time.
+    slurm: bool = False
+    partition: str | None = None
+    slurm_time: str | None = None
     retries: int = 1
     resume: str | None = None
     rerun_failed: str | None = None
@@ -130,7 +134,8 @@ def resolve_request(request: RunRequest, runs_dir: Path = RUNS_DIR,
     if req.manifest_file is None and not req.tags:
         raise InvalidInputError("Nothing to run: give --tags (build then run) or --manifest-file (run only)",
                                 example=RUN_EXAMPLE)
-    if req.builds_first and req.inventory is not None and not req.registry and req.image_transfer == "registry":
+    remote = req.inventory is not None or req.slurm
+    if req.builds_first and remote and not req.registry and req.image_transfer == "registry":
         raise InvalidInputError("A cluster run that builds first needs --registry, so the nodes can pull",
                                 hint="or --image-transfer copy, which ships docker save tarballs to the hosts",
                                 example="madengine-cli run --inventory cluster.yml --tags dummy "
@@ -199,6 +204,8 @@ def ledger_args(req: RunRequest, root: Path, options: RunOptions) -> dict[str, A
             "inventory": str(Path(req.inventory).absolute()), "distribute": req.distribute, "limit": req.limit,
             "forks": req.forks, "insecure_skip_host_key_check": req.insecure_skip_host_key_check,
             "image_transfer": req.image_transfer},
+        "slurm": {"partition": req.partition, "time": req.slurm_time, "image_transfer": req.image_transfer}
+        if req.slurm else None,
     }
 
 
@@ -221,6 +228,12 @@ def request_from_ledger(req: RunRequest, args: Mapping[str, Any], context: Mappi
             resumed, inventory=Path(cluster["inventory"]), distribute=cluster["distribute"], limit=cluster["limit"],
             forks=cluster["forks"], insecure_skip_host_key_check=cluster["insecure_skip_host_key_check"],
             image_transfer=req.image_transfer or cluster.get("image_transfer"))
+    slurm = args.get("slurm") or None
+    if slurm:
+        resumed = dataclasses.replace(
+            resumed, slurm=True, partition=req.partition or slurm.get("partition"),
+            slurm_time=req.slurm_time or slurm.get("time"),
+            image_transfer=req.image_transfer or slurm.get("image_transfer"))
     return resumed
 
 

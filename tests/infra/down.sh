@@ -35,6 +35,8 @@ stop() {
     log "$name: stopped"
 }
 
+# The SLURM test cluster (tests/infra/slurm.sh), if it was started.
+[[ -f $STATE_DIR/slurm/slurm.conf ]] && bash "$INFRA_DIR/slurm.sh" down || true
 stop registry "$REGISTRY_PIDFILE" docker-registry 10
 # dockerd stops its containers (10 s grace each) and its own containerd on SIGTERM.
 stop dockerd "$DOCKERD_PIDFILE" dockerd 60

@@ -328,6 +328,9 @@ mkdir -p /run/sshd 2>/dev/null || true
 bash "$REPO_ROOT/tests/infra/ansible_deps.sh"
 bash "$REPO_ROOT/tests/infra/cluster.sh" up "${MADENGINE_TEST_NODES:-3}"
 SUMMARY+=("ansible test deps ready; ${MADENGINE_TEST_NODES:-3} cluster nodes up (tests/infra/cluster.sh status)")
+# A real SLURM cluster (munged, slurmctld, one slurmd per cluster node) for tests/slurm/.
+bash "$REPO_ROOT/tests/infra/slurm.sh" up >/dev/null
+SUMMARY+=("slurm up over the cluster nodes (tests/infra/slurm.sh status)")
 
 echo
 echo "madengine test infra is up ($(elapsed "$T_START")):"

@@ -112,3 +112,22 @@ def test_run_options_take_the_manifest_configs_unless_given(tmp_path: Path, monk
     (tmp_path / "mine.json").write_text("{}")
     given = run_options(RunRequest(tags=["x"], data_config=Path("mine.json")), manifest, tmp_path / "MAD")
     assert given.data_config == tmp_path / "mine.json"
+
+
+def test_slurm_settings_round_trip_and_need_a_registry(tmp_path: Path, monkeypatch) -> None:
+    """--slurm, --partition and --slurm-time are recorded, so --resume submits the same way; a flag given
+    now wins. A SLURM full workflow needs --registry (or --image-transfer copy), like a cluster one."""
+    monkeypatch.chdir(tmp_path)
+    invalid(RunRequest(tags=["a"], slurm=True), tmp_path, "needs --registry")
+    first = RunRequest(manifest_file=Path("m.json"), slurm=True, partition="debug", slurm_time="00:05:00",
+                       image_transfer="copy")
+    options = run_options(first, Manifest(), tmp_path / "MAD", runs_dir=tmp_path / "runs")
+    assert options.ledger_meta["args"]["slurm"] == {"partition": "debug", "time": "00:05:00",
+                                                    "image_transfer": "copy"}
+    Ledger(tmp_path / "runs", options.run_id).start(options.ledger_meta)
+    again = resolve_request(RunRequest(resume=options.run_id), tmp_path / "runs")
+    assert (again.slurm, again.partition, again.slurm_time, again.image_transfer) == (
+        True, "debug", "00:05:00", "copy")
+    assert cluster_options(again) is None
+    now = resolve_request(RunRequest(resume=options.run_id, partition="batch"), tmp_path / "runs")
+    assert now.partition == "batch"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from madengine.execution_config import ExecutionConfig
     from madengine.manifest import Manifest
 
-generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests).",
+generate_app = typer.Typer(help="Create orchestration files (Ansible playbooks, Kubernetes manifests, SLURM bundles).",
                            no_args_is_help=True)
 
 
@@ -134,6 +134,34 @@ def _execution_config(path: Path, given: bool, manifest: Manifest,
         return config, _mad_dir(mad_dir, manifest.mad_dir, config.mad_dir)
     root = _mad_dir(mad_dir, manifest.mad_dir)
     return execution_config_from_manifest(manifest, root), root
+
+
+@generate_app.command("slurm")
+def slurm(
+    manifest_file: ManifestFileOpt = DEFAULT_MANIFEST,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Folder to write the SLURM bundle to.", file_okay=False)
+    ] = Path("slurm"),
+    mad_dir: MadDirOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Generate a SLURM bundle: submit.sh, one sbatch script per model, the executor, the manifest, a README.
+
+    `bash DIR/submit.sh` submits the jobs with plain sbatch; results land under DIR/results/. Exit 0
+    when written, 4 for bad input (a missing or malformed manifest).
+    """
+    set_verbose(verbose)
+    from rich.markup import escape
+
+    from madengine.execute.slurm import write_bundle
+    from madengine.manifest import load_manifest
+
+    manifest = load_manifest(manifest_file)
+    root = _mad_dir(mad_dir, manifest.mad_dir)
+    jobs = write_bundle(manifest, root, output_dir)
+    console.print(str(output_dir / "submit.sh"), highlight=False, soft_wrap=True)
+    err_console.print(f"[green]✅ Wrote a SLURM bundle to {escape(str(output_dir))}[/]: {len(jobs)} job script(s). "
+                      f"Submit with [bold]bash {escape(str(output_dir))}/submit.sh[/]", highlight=False, soft_wrap=True)
 
 
 def _mad_dir(given: Path | None, *recorded: str) -> Path:

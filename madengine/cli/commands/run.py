@@ -119,6 +119,12 @@ def run(
         bool, typer.Option("--cleanup-perf", help="Remove intermediate perf files after the run "
                                                   "(keeps perf.csv and perf_super files).")
     ] = False,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Run each model as a SLURM batch job (sbatch).")] = False,
+    partition: Annotated[str | None, typer.Option("--partition", metavar="P", help="SLURM partition.")] = None,
+    slurm_time: Annotated[
+        str | None, typer.Option("--slurm-time", metavar="HH:MM:SS",
+                                 help="SLURM --time (default: card timeout + margin).")
+    ] = None,
     mad_dir: MadDirOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -134,7 +140,8 @@ def run(
         data_config=data_config, tools_config=tools_config, sys_env_details=sys_env_details,
         force_mirror_local=force_mirror_local, disable_skip_gpu_arch=disable_skip_gpu_arch, inventory=inventory,
         distribute=distribute, limit=limit, forks=forks, insecure_skip_host_key_check=insecure_skip_host_key_check,
-        image_transfer=image_transfer, retries=retries, resume=resume, rerun_failed=rerun_failed,
+        image_transfer=image_transfer, slurm=slurm, partition=partition, slurm_time=slurm_time, retries=retries,
+        resume=resume, rerun_failed=rerun_failed,
         execution_config=execution_config, mad_dir=mad_dir))
     _execute(request, summary_output=summary_output, baseline=baseline, live_output=live_output,
              cleanup_perf=cleanup_perf,
@@ -167,7 +174,7 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
     build_failed = False
     manifest_file = req.manifest_file
     if req.builds_first:
-        if inventory is None:
+        if inventory is None and not req.slurm:
             # A typo in a tool name or a pre/post script path fails now, not after the build.
             from madengine.execute.local import check_context
 
@@ -200,6 +207,13 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
                 "registry": req.registry or manifest.registry or "-",
                 "timeout": describe_timeout(req.timeout),
                 "output": output, "summary": summary_output or "-", "run_id": options.run_id}
+    if req.slurm:
+        from madengine.execute.slurm import SlurmOptions, check_time, run_slurm
+
+        slurm_flags = SlurmOptions(partition=req.partition, time=check_time(req.slurm_time, "--slurm-time")
+                                   if req.slurm_time else None, image_transfer=req.image_transfer or "registry")
+        settings.update(scheduler="slurm", partition=req.partition or "(default)",
+                        image_transfer=slurm_flags.image_transfer)
     cluster = core.cluster_options(req)
     if cluster is not None:
         from madengine.execute.ansible import plan_cluster, run_cluster
@@ -214,7 +228,9 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
                                                                                         **context})))
     try:
         with render.RunDisplay(console, err_console, cells, live_output=live_output) as display:
-            if cluster is not None:
+            if req.slurm:
+                report = run_slurm(manifest, options, slurm_flags, root, listener=display)
+            elif cluster is not None:
                 report, evidence = run_cluster(manifest, options, cluster, root, listener=display)
                 err_console.print(f"🗂  Ansible artifacts and fetched results: {evidence}", highlight=False)
             else:
@@ -222,6 +238,8 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
     except KeyboardInterrupt:
         # Typer would turn it into a silent exit 130; say what was kept.
         removed = "" if inventory is not None else " The running container was removed;"
+        if req.slurm:
+            removed = " Every SLURM job of the run was cancelled (scancel);"
         err_console.print(f"[yellow]Interrupted.[/]{removed} rows of the models that finished are in "
                           f"{escape(str(output))}.", highlight=False)
         raise typer.Exit(130) from None

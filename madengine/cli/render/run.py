@@ -42,6 +42,7 @@ class RunDisplay:
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
         self.overall: TaskID | None = None
+        self._slurm_seen: dict[str, str] = {}
         if not live_output and err_console.is_terminal and not err_console.is_dumb_terminal:
             self.progress = Progress(
                 SpinnerColumn(finished_text=" "),
@@ -78,6 +79,8 @@ class RunDisplay:
         elif event == "running" and progress is not None:
             progress.start_task(self.tasks[model])
             progress.update(self.tasks[model], status="🔄", line="running")
+        elif event == "slurm":
+            self._slurm(model, data)
         elif event == "line":
             line = str(data.get("line", ""))
             if self.live_output:
@@ -97,6 +100,19 @@ class RunDisplay:
                 reason = next((row.get("reason") for row in rows if row.get("reason")), "")
                 self.err.print(f"{icon} {model}: {status}" + (f" ({reason})" if reason else ""),
                                highlight=False)
+
+
+    def _slurm(self, model: str, data: Mapping[str, Any]) -> None:
+        """A SLURM job's state: PENDING (reason), RUNNING (elapsed, node); printed once per change."""
+        state, job_id = str(data.get("state") or ""), str(data.get("job_id") or "")
+        detail = {"PENDING": str(data.get("reason") or ""),
+                  "RUNNING": f"{data.get('elapsed') or ''} on {data.get('nodes') or '?'}"}.get(state, "")
+        line = f"job {job_id} {state}" + (f" ({detail})" if detail else "")
+        if self.progress is not None:
+            self.progress.update(self.tasks[model], line=line)
+        elif self._slurm_seen.get(model) != state:
+            self._slurm_seen[model] = state
+            self.err.print(f"⏱  {model}: {line}", highlight=False)
 
 
 def results_table(report: RunReport) -> Table:
