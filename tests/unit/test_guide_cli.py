@@ -517,7 +517,7 @@ def test_bash_completion_commands_options_and_tags(tmp_path) -> None:
     commands = bash_complete(["madengine-cli", ""], mad)
     assert {"build", "run", "generate", "export-config", "discover", "compare", "report"} <= set(commands)
     assert bash_complete(["madengine-cli", "ex"], mad) == ["export-config"]
-    assert set(bash_complete(["madengine-cli", "generate", ""], mad)) == {"ansible", "k8s"}
+    assert set(bash_complete(["madengine-cli", "generate", ""], mad)) == {"ansible", "k8s", "slurm"}
     assert bash_complete(["madengine-cli", "build", "--ta"], mad) == ["--tags"]
     assert "--manifest-file" in bash_complete(["madengine-cli", "run", "--man"], mad)
     tags = bash_complete(["madengine-cli", "run", "--tags", ""], mad)
