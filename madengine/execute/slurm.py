@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import zipapp
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,17 +289,27 @@ def _job_record(job_id: str) -> dict[str, str]:
     return record
 
 
-def own_jobs(run_id: str) -> dict[str, str]:
-    """{manifest key: job id} of the run's jobs that squeue still knows (queued, running, or ended within
-    MinJobAge), found by their comment: a resumed run adopts them instead of submitting again."""
-    out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%k"])
-    found = {}
+def own_jobs(run_id: str) -> dict[str, tuple[str, str]]:
+    """{manifest key: (job id, state)} of the run's jobs that squeue still knows (queued, running, or
+    ended within MinJobAge), found by their comment; the last job of a key wins."""
+    out = _run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"])
+    found: dict[str, tuple[str, str]] = {}
+    prefix = f"madengine:{run_id}:"
     for line in out.stdout.splitlines():
-        job_id, _, comment = line.partition("|")
-        prefix = f"madengine:{run_id}:"
-        if comment.startswith(prefix):
-            found[comment[len(prefix):]] = job_id
+        job_id, _, rest = line.partition("|")
+        state, _, comment = rest.partition("|")
+        if comment.startswith(prefix) and job_id.isdigit():
+            key = comment[len(prefix):]
+            if key not in found or int(job_id) > int(found[key][0]):
+                found[key] = (job_id, state)
     return found
+
+
+def adoptable(run_id: str, recorded: Callable[[str], bool]) -> dict[str, str]:
+    """{key: job id} a resumed run takes over instead of submitting: the run's jobs still queued or
+    running, and ended ones whose result the ledger does not hold yet (the CLI died before it)."""
+    return {key: job_id for key, (job_id, state) in own_jobs(run_id).items()
+            if state not in TERMINAL or not recorded(key)}
 
 
 def _read_rows(path: str) -> list[dict[str, str]]:
@@ -369,7 +379,8 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
     sink = results_sink(options, ledger)
     ledger.start({**options.ledger_meta, "cells": [[e.key, "slurm"] for e in manifest.entries()]})
     previous = ledger.load()
-    adopted = own_jobs(options.run_id) if options.only is not None else {}
+    adopted = (adoptable(options.run_id, lambda key: previous.next_attempt(key, "slurm") > 1)
+               if options.only is not None else {})
     started = time.monotonic()
     runs: list[ModelRun] = []
     # Longest expected first (a stable sort: equal estimates keep the manifest order), so the scheduler's

@@ -272,7 +272,7 @@ def test_full_workflow_tags_slurm_registry(smad: SlurmMad) -> None:
     assert result.code == 0, result.text
     row = smad.rows()[0]
     assert row["model"] == name and row["status"] == "SUCCESS" and row["deployment_type"] == "slurm"
-    assert "@sha256:" in row["image"]  # pulled by digest on the node
+    assert row["image_digest"].startswith("sha256:")  # pushed, pulled by digest on the node
 
 
 def test_rerun_failed_does_not_take_the_earlier_rows(smad: SlurmMad) -> None:
