@@ -181,7 +181,7 @@ def host_plan(manifest: Mapping[str, Any], keys: list[str], *, host: str, run_id
                                                          "", "", "")
         # One entry per registry reference, or per tarball (cards sharing a build: one load gives every tag).
         images.setdefault(tarball or ref, {"key": image_key, "name": ref, "digest": digest, "id": image_id,
-                                "tarball": tarball, "load_from": load_from})
+                                           "tarball": tarball, "load_from": load_from})
         with contextlib.suppress(ValueError):  # run_model reports it as the model's FAILURE row
             folder = os.path.normpath(script_location(model)[0])
             sync.append(folder)
