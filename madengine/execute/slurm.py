@@ -42,7 +42,7 @@ from madengine.execute.local import (
 )
 from madengine.ledger import Ledger
 from madengine.manifest import Manifest
-from madengine.results import summarize
+from madengine.results import read_rows, summarize
 
 #: Seconds added to a card's timeout for the job's --time (pull, container start, clean-up).
 TIME_MARGIN_S = 120
@@ -369,7 +369,12 @@ def run_slurm(manifest: Manifest, options: RunOptions, flags: SlurmOptions, mad_
     sink = results_sink(options, ledger)
     ledger.start({**options.ledger_meta, "cells": [[e.key, "slurm"] for e in manifest.entries()]})
     previous = ledger.load()
-    adopted = own_jobs(options.run_id) if options.only is not None else {}
+    adopted: dict[str, str] = {}
+    if options.only is not None:
+        # A job whose row perf.csv already holds (e.g. the FAILURE that --rerun-failed re-runs) ended and
+        # was recorded: never adopt it; only jobs of a killed run that have no row yet.
+        recorded = {row.get("slurm_job_id") for row in read_rows(options.output)}
+        adopted = {key: job for key, job in own_jobs(options.run_id).items() if job not in recorded}
     started = time.monotonic()
     runs: list[ModelRun] = []
     # Longest expected first (a stable sort: equal estimates keep the manifest order), so the scheduler's
