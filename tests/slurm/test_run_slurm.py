@@ -212,7 +212,7 @@ def test_multi_node_torchrun_card_one_container_per_node(smad: SlurmMad) -> None
     row = rows[0]
     assert row["model"] == name and row["status"] == "SUCCESS" and row["performance"] == "7.5"
     assert row["nnodes"] == "3" and row["deployment_type"] == "slurm"
-    results = next((smad.root / "slurm").glob("*/results"))
+    results = next((smad.root / "runs").glob("*/slurm/results"))
     logs = sorted(results.glob("rank*/*.run.live.log"))
     assert len(logs) == 3, logs  # every node's log kept
     texts = [p.read_text() for p in logs]
@@ -244,7 +244,7 @@ def test_slurm_multi_card_script_runs_outside_containers(smad: SlurmMad) -> None
     assert [r["model"] for r in rows] == [f"{name}_alpha", f"{name}_beta"]
     assert [r["performance"] for r in rows] == ["1.5", "2.5"]
     assert all(r["deployment_type"] == "slurm" and r["nnodes"] == "2" and r["host"] in NODES for r in rows)
-    log = next((smad.root / "slurm").glob("*/results/*.run.live.log")).read_text()
+    log = next((smad.root / "runs").glob("*/slurm/results/*.run.live.log")).read_text()
     assert f"model={name}" in log and "card=on" in log and "image=127.0.0.1:5000/" in log
     assert log.count("step on node") == 2, log
     assert not any(smad.containers().values())  # no container of ours: the script manages its own
@@ -273,16 +273,16 @@ def test_full_workflow_tags_slurm_registry(smad: SlurmMad) -> None:
     row = smad.rows()[0]
     assert row["model"] == name and row["status"] == "SUCCESS" and row["deployment_type"] == "slurm"
     assert row["image_digest"].startswith("sha256:")  # pushed, pulled by digest on the node
+    assert "@sha256:" in row["docker_image"]  # pulled by digest on the node
 
 
 def test_rerun_failed_does_not_take_the_earlier_rows(smad: SlurmMad) -> None:
-    name = smad.add("flaky", 'if [ -f /myworkspace/ran-once ]; then sleep 1; echo "performance: 3 x"; '
-                             'else touch /myworkspace/ran-once; exit 1; fi\n')
+    name = smad.add("flaky", 'if [ "$FLAKY_OK" = 1 ]; then sleep 1; echo "performance: 3 x"; else exit 1; fi\n')
     smad.build()
     first = smad.run()
     assert first.code == 3, first.text
     run_id = next(p.name for p in (smad.root / "runs").iterdir() if p.is_dir())
-    again = smad.cli("run", "--rerun-failed", run_id)
+    again = smad.cli("run", "--rerun-failed", run_id, "-c", '{"docker_env_vars": {"FLAKY_OK": "1"}}')
     assert again.code == 0, again.text
     rows = [r for r in smad.rows() if r["model"] == name]
     assert [r["status"] for r in rows] == ["FAILURE", "SUCCESS"], rows
