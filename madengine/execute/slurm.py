@@ -29,6 +29,7 @@ from ansible_collections.mad.engine.plugins.module_utils import _request
 from ansible_collections.mad.engine.plugins.module_utils._execute import safe_name
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
+from ansible_collections.mad.engine.plugins.module_utils._secrets import is_secret_name
 
 from madengine.errors import InvalidInputError
 from madengine.execute.local import (
@@ -101,6 +102,8 @@ class Job:
     state: str = ""
     done: bool = False
     started: float = field(default_factory=time.monotonic)
+    #: Secret-named context env values: they reach the job through sbatch's environment (never a file).
+    secret_env: dict[str, str] = field(default_factory=dict)
 
 
 def settings_for(model: Mapping[str, Any], context: Mapping[str, Any], flags: SlurmOptions) -> dict[str, Any]:
@@ -239,6 +242,7 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
         if image.get("tarball"):
             image["load_from"] = image["tarball"]  # the shared file system: no copy needed
         request["slurm_image"] = image
+        request, secret_env = _without_secret_values(request)
         req_path = shared / "requests" / f"{safe_name(key)}.json"
         fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -249,8 +253,8 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
             time_limit=time_limit_for(model, context, settings, options.timeout),
             out_path=str(results / f"{safe_name(key)}.slurm-%j.out"), executor=str(executor),
             request=str(req_path), self_managed=launcher(model) == "slurm_multi"), encoding="utf-8")
-        jobs.append(Job(key=key, name=item["name"], script=script,
-                        rows_path=_request.rows_path(str(results), item["name"]),
+        jobs.append(Job(key=key, name=item["name"], script=script, secret_env=secret_env,
+                        rows_path=_request.rows_path(str(results), item["name"], str(request.get("file_stem") or "")),
                         nnodes=int(settings.get("nodes") or 1), gpus_per_node=str(settings.get("gpus_per_node") or ""),
                         per_rank=int(settings.get("nodes") or 1) > 1 and launcher(model) != "slurm_multi",
                         estimate=int(run_timeout(dict(model), dict(context), None if options.timeout in (None, -1)
@@ -258,8 +262,21 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
     return jobs
 
 
+def _without_secret_values(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request as written to the shared directory, with the context's secret-named env values taken
+    out (``secret_env_names`` lists them; the executor reads them from the job's environment), and those
+    values."""
+    context = dict(request.get("context") or {})
+    env = dict(context.get("docker_env_vars") or {})
+    secrets = {str(k): str(v) for k, v in env.items() if is_secret_name(str(k))}
+    context["docker_env_vars"] = {k: v for k, v in env.items() if k not in secrets}
+    return dict(request, context=context, secret_env_names=sorted(secrets)), secrets
+
+
 def _submit(job: Job) -> str:
-    out = _run(["sbatch", "--parsable", str(job.script)], timeout=60)
+    # sbatch exports the submitter's environment to the job (--export=ALL): the secrets go that way.
+    out = subprocess.run(["sbatch", "--parsable", str(job.script)], capture_output=True, text=True, timeout=60,
+                         check=False, env={**os.environ, **job.secret_env})
     if out.returncode != 0:
         raise InvalidInputError(f"sbatch {job.script} failed: {(out.stderr or out.stdout).strip()}",
                                 hint="check the partition/account/time settings")
@@ -454,6 +471,12 @@ def write_bundle(manifest: Manifest, mad_dir: Path, directory: Path, options: Ru
         "- Each job runs `python3 executor.pyz requests/<model>.json` on its node: the node needs Python 3\n"
         "  and a Docker engine (`DOCKER_HOST`, else the default socket); it pulls the image by digest.\n"
         "- Results: `results/<model>.rows.json` (perf rows), `results/*.run.live.log`, `results/*.slurm-<id>.out`.\n"
-        f"- The MAD tree ({mad_dir}) and this directory must be visible at the same paths on every node.\n",
-        encoding="utf-8")
+        f"- The MAD tree ({mad_dir}) and this directory must be visible at the same paths on every node.\n"
+        + _secrets_note(jobs), encoding="utf-8")
     return jobs
+
+
+def _secrets_note(jobs: list[Job]) -> str:
+    names = sorted({name for job in jobs for name in job.secret_env} | {"MAD_SECRETS*"})
+    return ("- Secrets are not in this bundle: export " + ", ".join(f"`{n}`" for n in names)
+            + " in the shell that runs `submit.sh` (sbatch passes its environment to the jobs).\n")

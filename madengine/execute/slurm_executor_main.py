@@ -119,6 +119,14 @@ def self_managed(request):
     return rows_for_run(model, text, rc, timed_out, timeout, csv, **kw)
 
 
+def _secret_env(request):
+    """The container's secret env, from the job's environment (sbatch exported the submitter's): the
+    context's secret-named values (``secret_env_names``) and the host's ``MAD_SECRETS*`` variables.
+    They go in as credentials, so the log masks them."""
+    names = set(request.pop("secret_env_names", None) or ())
+    return {k: v for k, v in os.environ.items() if k in names or "MAD_SECRETS" in k}
+
+
 def main(argv):
     signal.signal(signal.SIGTERM, _terminate)
     with open(argv[1], encoding="utf-8") as handle:
@@ -147,7 +155,7 @@ def main(argv):
                 ensure_image(engine, image["name"], image.get("digest") or "")
         except EngineError as e:
             request["error"] = pull_failure_reason(e.reason, str(e))
-    result = run_request(request, {}, engine)
+    result = run_request(request, _secret_env(request), engine)
     if result.get("rows_path"):  # the SLURM columns, also for a bundle that plain sbatch ran
         for row in result["rows"]:
             row.update(deployment_type="slurm", slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),

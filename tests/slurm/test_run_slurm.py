@@ -287,3 +287,21 @@ def test_rerun_failed_does_not_take_the_earlier_rows(smad: SlurmMad) -> None:
     rows = [r for r in smad.rows() if r["model"] == name]
     assert [r["status"] for r in rows] == ["FAILURE", "SUCCESS"], rows
     assert rows[0]["slurm_job_id"] != rows[1]["slurm_job_id"]
+
+
+def test_a_context_secret_reaches_the_job_but_no_file(smad: SlurmMad) -> None:
+    """A secret-named context value goes through sbatch's environment, never the shared directory."""
+    secret = "slurm-secret-" + os.urandom(8).hex()
+    name = smad.add("sec", 'echo "seen=${#MY_API_TOKEN} $MY_API_TOKEN"\necho "performance: 1 items_per_second"\n')
+    smad.build()
+    result = smad.run("-c", json.dumps({"docker_env_vars": {"MY_API_TOKEN": secret, "OMP_NUM_THREADS": "2"}}))
+    assert result.code == 0, result.text
+    [row] = [r for r in smad.rows() if r["model"] == name]
+    assert row["status"] == "SUCCESS", row
+    logs = list((smad.root / "runs").glob("*/slurm/results/*.run.live.log"))
+    assert any(f"seen={len(secret)} ******" in log.read_text() for log in logs), "the container saw it, masked"
+    request = json.loads(next((smad.root / "runs").glob("*/slurm/requests/*.json")).read_text())
+    assert request["secret_env_names"] == ["MY_API_TOKEN"]
+    assert request["context"]["docker_env_vars"] == {"OMP_NUM_THREADS": "2"}
+    for path in [p for p in smad.root.rglob("*") if p.is_file()]:
+        assert secret.encode() not in path.read_bytes(), path
