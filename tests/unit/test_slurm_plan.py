@@ -74,3 +74,14 @@ def test_rank_rows_prefers_the_rank_with_the_performance_line(tmp_path: Path) ->
         (tmp_path / f"rank{rank}").mkdir()
         (tmp_path / f"rank{rank}" / "m.rows.json").write_text(json.dumps(rows))
     assert slurm.rank_rows(job) == [{"status": "SUCCESS", "performance": "7"}]
+
+
+def test_secret_named_env_leaves_the_request_for_the_job_environment() -> None:
+    from madengine.execute.slurm import _without_secret_values
+
+    request = {"context": {"docker_env_vars": {"HF_TOKEN": "hf_x", "MAX_NUM_BATCHED_TOKENS": "8192"}, "a": 1}}
+    written, secrets = _without_secret_values(request)
+    assert secrets == {"HF_TOKEN": "hf_x"}
+    assert written["context"] == {"docker_env_vars": {"MAX_NUM_BATCHED_TOKENS": "8192"}, "a": 1}
+    assert written["secret_env_names"] == ["HF_TOKEN"] and "hf_x" not in str(written)
+    assert request["context"]["docker_env_vars"]["HF_TOKEN"] == "hf_x"  # the caller's request is untouched
