@@ -322,7 +322,10 @@ def test_replicate_every_node_pulls_and_runs_every_model(mad: ClusterMad, cluste
     names = [mad.add(f"m{i}", OK) for i in range(3)]
     mad.build()
     for node in cluster.nodes:  # every layer has to come from the registry: start from an empty store
-        node.docker("image", "prune", "-af")  # what earlier tests left (the cluster lock is ours)
+        left = node.docker("ps", "-aq").stdout.split()  # what earlier tests left (the cluster lock is ours)
+        if left:
+            node.docker("rm", "-f", *left)
+        node.docker("image", "prune", "-af")
         assert not node.docker("images", "-aq").stdout.split(), f"{node.name}'s image store is not empty"
     since = time.time() - 1
     res = mad.run("--inventory", mad.inventory)
