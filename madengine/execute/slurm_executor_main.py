@@ -18,7 +18,7 @@ import time
 from ansible_collections.mad.engine.plugins.module_utils._engine import EngineClient, EngineError
 from ansible_collections.mad.engine.plugins.module_utils._execute import log_path
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, load_image
-from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row, rows_for_run
+from ansible_collections.mad.engine.plugins.module_utils._perf import PerfScanner, failure_row, rows_for_run
 from ansible_collections.mad.engine.plugins.module_utils._request import (
     pull_failure_reason,
     rows_path,
@@ -112,11 +112,13 @@ def self_managed(request):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    with open(log, encoding="utf-8", errors="replace") as handle:
-        text = handle.read()
+    scanner = PerfScanner()  # bounded memory and linear time, however long the script's lines are
+    with open(log, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            scanner.feed(chunk)
     kw["test_duration"] = round(time.monotonic() - started, 3)
     csv = os.path.join(folder, str(model["multiple_results"])) if model.get("multiple_results") else None
-    return rows_for_run(model, text, rc, timed_out, timeout, csv, **kw)
+    return rows_for_run(model, scanner, rc, timed_out, timeout, csv, **kw)
 
 
 def _secret_env(request):
