@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from madengine.errors import InvalidInputError
+from madengine.jsonfile import loads
 from madengine.model import Model, model_from_raw
 from madengine.tags import ALL, TagSpec, matches, parse_tags, split_tags, suggest
 
@@ -86,7 +87,7 @@ def _load_json(path: Path, where: str) -> Any:
     except OSError as exc:
         raise InvalidInputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
     try:
-        return json.loads(data)
+        return loads(data)
     except json.JSONDecodeError as exc:
         lines = exc.doc.splitlines() if isinstance(exc.doc, str) else []
         detail = None
@@ -238,7 +239,7 @@ class _Worker:
                 return
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
-        answer = json.loads(line)
+        answer = loads(line)
         self.pending.pop(answer["id"], None)
         self.answers[answer["id"]] = answer
         self.since = time.monotonic()
@@ -558,15 +559,23 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
     cat = _Catalogue(root)
     try:
         specs = parse_tags(split_tags(tags), cat.dirs)
+        needed: dict[int, _Group] = {}
         for spec in specs:  # every generator listing the tags need, asked for at once
             for group in _groups_for(spec, cat):
+                needed[id(group)] = group
                 if isinstance(group, _DynamicGroup):
                     group.prefetch(spec.params)
+        for group in needed.values():  # read the files while the worker runs the generators
+            if isinstance(group, _JsonGroup):
+                group.entries({})
         selected: list[Model] = []
         seen: dict[tuple[str, str], str] = {}
         for spec in specs:
             matched: list[tuple[_Group, _Entry]] = []
             broken: list[InvalidInputError] = []
+            # A generator's update_model() calls are asked for as soon as its selected models are known,
+            # so the worker runs them while this process reads the next files; answers are read after.
+            updates: list[tuple[_DynamicGroup, list[Any]]] = []
             for group in _groups_for(spec, cat):
                 try:
                     entries = cat.entries(group, spec.params)
@@ -575,12 +584,17 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
                         raise
                     broken.append(exc)
                     continue
-                for entry in entries:
-                    m = entry.model
-                    if matches(spec, m.name, m.tags, m.dir):
-                        matched.append((group, entry))
+                hits = [(group, e) for e in entries if matches(spec, e.model.name, e.model.tags, e.model.dir)]
+                if hits and isinstance(group, _DynamicGroup):
+                    updates.append((group, group.submit_update([e for _, e in hits])))
+                matched += hits
             if not matched and spec.kind == "simple":
                 matched = _short_name_matches(spec, cat, broken)
+                by_group: dict[int, tuple[_DynamicGroup, list[_Entry]]] = {}
+                for group, entry in matched:
+                    if isinstance(group, _DynamicGroup):
+                        by_group.setdefault(id(group), (group, []))[1].append(entry)
+                updates = [(dynamic, dynamic.submit_update(entries)) for dynamic, entries in by_group.values()]
             if not matched:
                 if broken:
                     raise broken[0]  # the broken generator may be the one that has it
@@ -588,13 +602,7 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
             for exc in broken:
                 log.warning("tag %r: skipped %s", spec.raw, exc.message)
             extra_args = spec.extra_args
-            by_group: dict[int, tuple[_DynamicGroup, list[_Entry]]] = {}
-            for group, entry in matched:
-                if isinstance(group, _DynamicGroup):
-                    by_group.setdefault(id(group), (group, []))[1].append(entry)
-            # All update_model() calls of this tag in one go, then their answers.
-            handles = [(dynamic, dynamic.submit_update(entries)) for dynamic, entries in by_group.values()]
-            for dynamic, handle in handles:
+            for dynamic, handle in updates:
                 dynamic.collect_update(handle)
             for group, entry in matched:
                 model = cat.finalise(group, entry)

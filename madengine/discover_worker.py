@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import itertools
 import json
 import os
 import queue
 import sys
 import threading
-import traceback
 from collections.abc import Iterator, Mapping
+from types import FunctionType
 from typing import Any
 
 DYNAMIC_SCRIPT = "get_models_json.py"
@@ -38,6 +37,8 @@ class _Failure(Exception):
 
 
 def _last_line(exc: BaseException) -> str:
+    import traceback
+
     line = traceback.format_exception_only(type(exc), exc)[-1].strip()
     if isinstance(exc, SyntaxError) and exc.lineno:
         line += f" (line {exc.lineno})"
@@ -45,6 +46,8 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _crash(exc: BaseException, folder: str, what: str) -> _Failure:
+    import traceback
+
     tb = exc.__traceback__
     # Show the traceback from the script's own first frame on: importlib and worker frames are noise.
     start = tb
@@ -55,8 +58,33 @@ def _crash(exc: BaseException, folder: str, what: str) -> _Failure:
                                           "full traceback)", detail=detail)
 
 
+_VARARGS, _VARKEYWORDS = 0x04, 0x08  # code object flags (inspect.CO_VARARGS, inspect.CO_VARKEYWORDS)
+
+
 def _call_mode(fn: Any) -> tuple[str, frozenset[str]]:
-    """How to hand the tag parameters to ``list_models``: "none", "positional", "kwargs" or "keywords"."""
+    """How to hand the tag parameters to ``list_models``: "none", "positional", "kwargs" or "keywords".
+
+    A plain function is read from its code object: importing ``inspect`` would be a good part of the
+    worker's start-up. Anything else (a wrapped function, a callable object) asks ``inspect``.
+    """
+    if type(fn) is not FunctionType or "__wrapped__" in fn.__dict__ or "__signature__" in fn.__dict__:
+        return _call_mode_from_signature(fn)
+    code = fn.__code__
+    positional = code.co_argcount
+    keyword_only = code.co_varnames[positional:positional + code.co_kwonlyargcount]
+    if positional > len(fn.__defaults__ or ()):
+        return "positional", frozenset()
+    if code.co_flags & _VARKEYWORDS:
+        return "kwargs", frozenset()
+    if positional or code.co_flags & _VARARGS:
+        return "positional", frozenset()
+    return ("keywords", frozenset(keyword_only)) if keyword_only else ("none", frozenset())
+
+
+def _call_mode_from_signature(fn: Any) -> tuple[str, frozenset[str]]:
+    """:func:`_call_mode` by ``inspect.signature``, for callables that are not plain functions."""
+    import inspect
+
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -4,10 +4,47 @@ one-screen, exit-4 errors that name the file and say how to get a good one."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from madengine.errors import InvalidInputError
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def loads(data: bytes) -> Any:
+    """``json.loads`` with the same result, at orjson's speed for the usual document.
+
+    orjson refuses some documents the standard library reads (NaN, a BOM, lone surrogates) and reads
+    integers beyond 64 bits as floats: then ``json`` decides, so the result and the errors are json's.
+    """
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+def json_lines_array(items: Iterable[Any]) -> str:
+    """A JSON array with one item a line (diff- and grep-friendly), encoded by orjson.
+
+    An item orjson cannot encode (an integer beyond 64 bits) is encoded by ``json`` instead.
+    """
+    lines = []
+    for item in items:
+        try:
+            lines.append(orjson.dumps(item).decode())
+        except orjson.JSONEncodeError:
+            lines.append(json.dumps(item))
+    if not lines:
+        return "[]\n"
+    return "[\n  " + ",\n  ".join(lines) + "\n]\n"
 
 
 def read_json_document(path: Path | str, what: str, *, option: str, missing_hint: str, malformed_hint: str,

@@ -416,28 +416,38 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         if dockercontext:
             # ROCm's rule: dockercontext is relative to the MAD root, never to the card's folder.
             dockercontext = relocate_path(dockercontext, None)
-    return Model(
-        name=name,
-        tags=_as_list(get("tags")),
-        dockerfile=dockerfile,
-        scripts=scripts,
-        args=get("args") or "",
-        n_gpus=n_gpus if type(n_gpus) is int else int(n_gpus),
-        timeout=timeout if timeout is None or type(timeout) is int else int(timeout),
-        multiple_results=get("multiple_results") or None,
-        data=get("data") or None,
-        cred=get("cred") or None,
-        skip_gpu_arch=_as_list(get("skip_gpu_arch")),
-        deprecated=bool(get("deprecated") or get("is_deprecated")),
-        url=get("url") or "",
-        owner=get("owner") or "",
-        training_precision=get("training_precision") or "",
-        additional_docker_run_options=get("additional_docker_run_options") or "",
-        dockercontext=dockercontext,
-        source=source,
-        dir=dir,
-        extra=extra,
-    )
+    tags = get("tags")
+    skip = get("skip_gpu_arch")
+    # The fields in MODEL_FIELDS order, set directly: the generated __init__ (23 keyword arguments)
+    # would be a third of the cost of a card, and discovery builds thousands of them.
+    model = _new_model(Model)
+    model.__dict__ = {
+        "name": name,
+        "tags": list(tags) if type(tags) is list else _as_list(tags),
+        "dockerfile": dockerfile,
+        "scripts": scripts,
+        "args": get("args") or "",
+        "n_gpus": n_gpus if type(n_gpus) is int else int(n_gpus),
+        "timeout": timeout if timeout is None or type(timeout) is int else int(timeout),
+        "multiple_results": get("multiple_results") or None,
+        "data": get("data") or None,
+        "cred": get("cred") or None,
+        "skip_gpu_arch": list(skip) if type(skip) is list else _as_list(skip),
+        "deprecated": bool(get("deprecated") or get("is_deprecated")),
+        "url": get("url") or "",
+        "owner": get("owner") or "",
+        "training_precision": get("training_precision") or "",
+        "additional_docker_run_options": get("additional_docker_run_options") or "",
+        "dockercontext": dockercontext,
+        "source": source,
+        "dir": dir,
+        "params": {},
+        "extra": extra,
+    }
+    return model
+
+
+_new_model = object.__new__
 
 
 __all__ = ["MODEL_FIELDS", "MODEL_SCHEMA", "Model", "RAW_KEYS", "model_from_raw", "relocate_path",

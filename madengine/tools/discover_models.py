@@ -68,9 +68,10 @@ class CustomModel:
         out: dict = {}
         # Fields a subclass sets in its class body (`class M(CustomModel): dockerfile = "..."`).
         for klass in reversed(type(self).__mro__):
-            if klass is CustomModel or klass is object:
+            attrs = vars(klass)
+            if klass is CustomModel or klass is object or _FIELD_SET.isdisjoint(attrs):
                 continue
-            for key, value in vars(klass).items():
+            for key, value in attrs.items():
                 if key in _FIELD_SET and not callable(value) and not isinstance(value, property):
                     out[key] = value
         for key, value in vars(self).items():

@@ -204,3 +204,29 @@ def test_commands_do_not_import_pydantic(args):
     done = subprocess.run([sys.executable, "-c", code, *args, "--mad-dir", str(EXAMPLE)] if args[0] != "compare"
                           else [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
     assert "PYDANTIC False" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args", [["--version"], ["discover", "--json", "--tags", "dummy"]])
+def test_commands_that_draw_nothing_never_import_rich(args, tmp_path):
+    """Rich is a third of the start-up: it is imported on the first thing drawn, not before."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('RICH', any(m == 'rich' or m.startswith('rich.') for m in sys.modules), "
+            "file=sys.stderr))\n"
+            "from madengine.cli.app import main\n"
+            f"sys.argv = ['madengine-cli', *{args!r}]\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=EXAMPLE,
+                         env=dict(os.environ, PYTHONPATH=str(EXAMPLE.parents[1])))
+    assert out.returncode == 0, out.stderr
+    assert "RICH False" in out.stderr
+
+
+def test_a_warning_is_drawn_by_rich_when_it_happens(tmp_path):
+    """The deferred log handler still shows warnings (here: a model defined twice) on stderr."""
+    (tmp_path / "models.json").write_text(json.dumps([{"name": "m", "tags": ["t"]}, {"name": "m", "tags": ["u"]}]))
+    out = subprocess.run([sys.executable, "-c", "from madengine.cli.app import main; main()", "discover", "--json",
+                          "--mad-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(EXAMPLE.parents[1])))
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" in out.stderr and "defined twice" in out.stderr
+    assert [(m["name"], m["tags"]) for m in json.loads(out.stdout)] == [("m", ["t"])]  # selected once

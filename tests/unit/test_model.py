@@ -296,3 +296,25 @@ def test_core_never_imports_rich_or_cli():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == ""
+
+
+def test_model_from_raw_sets_every_field_in_order_like_the_constructor():
+    """model_from_raw fills the instance directly (no __init__): it must set exactly the dataclass fields."""
+    import dataclasses
+
+    m = build({"name": "m", "tags": ["a"], "n_gpus": "2", "timeout": 60, "skip_gpu_arch": ["gfx908"],
+               "distributed": {"nnodes": 2}}, source="dir", dir="d", relocate=True)
+    assert list(vars(m)) == list(MODEL_FIELDS)
+    expected = Model(name="d/m", tags=["a"], n_gpus=2, timeout=60, skip_gpu_arch=["gfx908"], source="dir", dir="d",
+                     extra={"distributed": {"nnodes": 2}})
+    assert m == expected
+    assert dataclasses.replace(m, args="--x").args == "--x"
+    assert dataclasses.asdict(m) == dataclasses.asdict(expected)
+
+
+def test_model_lists_are_not_shared_with_the_raw_object():
+    raw = {"name": "m", "tags": ["a"], "skip_gpu_arch": ["gfx908"]}
+    m = build(raw)
+    m.tags.append("b")
+    m.skip_gpu_arch.clear()
+    assert raw == {"name": "m", "tags": ["a"], "skip_gpu_arch": ["gfx908"]}

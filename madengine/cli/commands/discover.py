@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
@@ -26,9 +25,9 @@ def discover(
     models = discover_models(resolve_mad_dir(mad_dir), split_tags(tags or []))
     if as_json:
         # Plain write, not console.print: Rich would wrap or highlight, and --json must stay pure JSON.
-        # One model a line: json's C encoder (indent= would use the slow pure-Python one).
-        body = ",\n".join("  " + json.dumps(m.to_dict()) for m in models)
-        sys.stdout.write(f"[\n{body}\n]\n" if models else "[]\n")
+        from madengine.jsonfile import json_lines_array
+
+        sys.stdout.write(json_lines_array(m.to_dict() for m in models))
         sys.stdout.flush()
         return
     from madengine.cli.render import common as render

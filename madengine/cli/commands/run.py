@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from madengine.cli.console import console, err_console, set_verbose
 from madengine.cli.options import (
@@ -236,6 +235,8 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
             else:
                 report = run_manifest(manifest, options, root, listener=display)
     except KeyboardInterrupt:
+        from rich.markup import escape
+
         # Typer would turn it into a silent exit 130; say what was kept.
         removed = "" if inventory is not None else " The running container was removed;"
         if req.slurm:
@@ -262,6 +263,8 @@ def _execute(req: RunRequest, *, summary_output: Path | None, baseline: Path | N
         payload = run_phase if build_phase is None else workflow_summary(build_phase, run_phase)
         write_json_atomic(summary_output, payload)
     if cleanup_perf:
+        from rich.markup import escape
+
         from madengine.execute.local import cleanup_perf_files
 
         removed = cleanup_perf_files(options.output_dir, core.RUNS_DIR / options.run_id)
