@@ -7,21 +7,16 @@ is shown as a one-screen panel instead of a traceback (unless --verbose).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from madengine import __version__
 from madengine.cli._fastparams import install as _install_fast_params
-from madengine.cli.commands.build import build
-from madengine.cli.commands.compare import compare
-from madengine.cli.commands.discover import discover
-from madengine.cli.commands.export_config import export_config
-from madengine.cli.commands.generate import generate_app
-from madengine.cli.commands.report import report
-from madengine.cli.commands.run import run
 from madengine.cli.console import set_verbose
 from madengine.cli.options import VerboseOpt
 from madengine.errors import ExitCode
@@ -49,25 +44,65 @@ def _global_options(version: VersionOpt = False, verbose: VerboseOpt = False) ->
     set_verbose(verbose)
 
 
-def _make_app(name: str) -> typer.Typer:
+#: Every command, in help order: the module that defines it and the function (or Typer group) it exports.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("madengine.cli.commands.build", "build"),
+    "run": ("madengine.cli.commands.run", "run"),
+    "generate": ("madengine.cli.commands.generate", "generate_app"),
+    "export-config": ("madengine.cli.commands.export_config", "export_config"),
+    "compare": ("madengine.cli.commands.compare", "compare"),
+    "report": ("madengine.cli.commands.report", "report"),
+    "discover": ("madengine.cli.commands.discover", "discover"),
+}
+
+
+def _make_app(name: str, only: Collection[str] | None = None) -> typer.Typer:
+    """The app with every command, or with just the commands in ``only`` (see :func:`commands_for`)."""
     app = typer.Typer(name=name, help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
                       rich_markup_mode=None,
                       context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_global_options)
-    app.command("build")(build)
-    app.command("run")(run)
-    app.add_typer(generate_app, name="generate")
-    app.command("export-config")(export_config)
-    app.command("compare")(compare)
-    app.command("report")(report)
-    app.command("discover")(discover)
+    for command, (module, attribute) in COMMANDS.items():
+        if only is not None and command not in only:
+            continue
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=command)
+        else:
+            app.command(command)(target)
     return app
 
 
-app = _make_app("madengine-cli")
-# `madengine` is ROCm madengine 2.x's one command (MAD's Quick Start: `madengine run --tags ...`): the same
-# commands as madengine-cli, under the name the hub's docs use.
-legacy_app = _make_app("madengine")
+def commands_for(argv: list[str], prog_name: str) -> list[str] | None:
+    """The commands a command line needs: the one it names, none for ``--version``, else (help, a
+    misspelt command, shell completion) every one.
+
+    Importing and declaring every command's options is most of the start-up time of a command that
+    runs one of them (`discover --json`, `--version`), and the only thing that lists them all is help.
+    """
+    if os.environ.get("_{}_COMPLETE".format(prog_name.replace("-", "_").upper())):
+        return None
+    for word in argv:
+        if word in ("-h", "--help"):
+            return None
+        if word == "--version":
+            return []
+        if not word.startswith("-"):
+            return [word] if word in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app`` (madengine-cli) and ``legacy_app`` (madengine) with every command, made on first use.
+
+    `madengine` is ROCm madengine 2.x's one command (MAD's Quick Start: `madengine run --tags ...`): the
+    same commands as madengine-cli, under the name the hub's docs use.
+    """
+    if name in ("app", "legacy_app"):
+        built = _make_app("madengine-cli" if name == "app" else "madengine")
+        globals()[name] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _accept_click_completion_style(prog_name: str) -> None:
@@ -244,9 +279,14 @@ def _print_traceback() -> None:
     err_console.print(Traceback(show_locals=False))
 
 
+def _main(prog_name: str) -> int:
+    argv = sys.argv[1:]
+    return invoke(_make_app(prog_name, commands_for(argv, prog_name)), argv, prog_name)
+
+
 def main() -> None:
-    sys.exit(invoke(app, None, "madengine-cli"))
+    sys.exit(_main("madengine-cli"))
 
 
 def legacy_main() -> None:
-    sys.exit(invoke(legacy_app, None, "madengine"))
+    sys.exit(_main("madengine"))

@@ -230,3 +230,40 @@ def test_a_warning_is_drawn_by_rich_when_it_happens(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "WARNING" in out.stderr and "defined twice" in out.stderr
     assert [(m["name"], m["tags"]) for m in json.loads(out.stdout)] == [("m", ["t"])]  # selected once
+
+
+@pytest.mark.parametrize(("argv", "needed"), [
+    (["discover", "--json"], ["discover"]),
+    (["-v", "run", "--tags", "dummy"], ["run"]),
+    (["generate", "k8s", "--help"], ["generate"]),
+    (["--version"], []),
+    (["--help"], None),
+    (["-h", "discover"], None),
+    ([], None),
+    (["disc"], None),  # misspelt: every command, so the error can suggest the right one
+])
+def test_commands_for_names_what_the_command_line_needs(argv, needed, monkeypatch):
+    from madengine.cli.app import commands_for
+
+    monkeypatch.delenv("_MADENGINE_CLI_COMPLETE", raising=False)
+    assert commands_for(argv, "madengine-cli") == needed
+
+
+def test_commands_for_completion_needs_every_command(monkeypatch):
+    from madengine.cli.app import commands_for
+
+    monkeypatch.setenv("_MADENGINE_CLI_COMPLETE", "complete_bash")
+    assert commands_for(["discover"], "madengine-cli") is None
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules "
+            "if m.startswith('madengine.cli.commands.')), file=sys.stderr))\n"
+            "from madengine.cli.app import main\n"
+            "sys.argv = ['madengine-cli', 'discover', '--json', '--tags', 'dummy']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=EXAMPLE,
+                         env=dict(os.environ, PYTHONPATH=str(EXAMPLE.parents[1])))
+    assert out.returncode == 0, out.stderr
+    assert "LOADED ['madengine.cli.commands.discover']" in out.stderr
