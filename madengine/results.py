@@ -255,8 +255,10 @@ class PerfCsv:
                 if self.lock_path.exists():  # an existing lock file must be writable; a new one is probed below
                     with open(self.lock_path, "r+b"):
                         pass
-                write_text_atomic(target.with_name(f".{target.name}.probe"), "")
-                os.unlink(target.with_name(f".{target.name}.probe"))
+                # A name of this process's own: two runs sharing one perf.csv probe at the same time.
+                probe = target.with_name(f".{target.name}.probe-{os.getpid()}-{secrets.token_hex(4)}")
+                write_text_atomic(probe, "")
+                os.unlink(probe)
             except OSError as e:
                 problem = e.strerror or str(e)
         if problem:

@@ -356,3 +356,32 @@ def test_results_sink_writes_the_row_before_the_ledger(tmp_path) -> None:
     except PerfCsvError as e:
         assert "--resume r1" in (e.hint or "")
     assert len(ledger.load().attempts) == 2  # not ledgered as done
+
+
+def test_two_runs_checking_one_perf_csv_at_once_both_pass(tmp_path):
+    """Two runs sharing one perf.csv probe its folder at the same moment (they used to share the probe's
+    name, and the second one's unlink failed: `cannot be written: No such file or directory`, exit 4)."""
+    import threading
+
+    from madengine.results import PerfCsv
+
+    target = tmp_path / "perf.csv"
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def check() -> None:
+        start.wait()
+        for _ in range(200):
+            try:
+                PerfCsv(target).check_writable()
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=check) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no probe left behind
