@@ -20,7 +20,7 @@ What the bundle holds (see ``templates/ansible/README.md.j2`` for the user's vie
   tools and data configs of the run;
 * ``mad/``: the part of the MAD package the role syncs to the hosts (the models' script folders,
   ``scripts/common``, pre/post scripts, relative ``local`` data), computed with the role's own planner
-  (``module_utils._request.host_plan``); ``credential.json`` never, the MAD root's ``data.json`` neither
+  (``module_utils._plan.host_plan``); ``credential.json`` never, the MAD root's ``data.json`` neither
   (``data.json`` above replaces it);
 * ``inventory.example.yml``, or ``inventory<suffix>`` copied from ``--inventory``;
 * ``ansible.cfg`` (pipelining, host-key checking on, forks, interpreter, collections path, a control
@@ -46,7 +46,7 @@ from ansible_collections.mad.engine.plugins.module_utils._data import data_probl
 from ansible_collections.mad.engine.plugins.module_utils._execute import preflight, prepare_context
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
-from ansible_collections.mad.engine.plugins.module_utils._request import host_plan
+from ansible_collections.mad.engine.plugins.module_utils._plan import host_plan
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 from ansible_collections.mad.engine.plugins.module_utils._tree import package_files
 

@@ -42,9 +42,8 @@ from typing import Any
 
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, data_problems, resolve_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import prepare_context
-from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference
-from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, card_problems, inside
-from ansible_collections.mad.engine.plugins.module_utils._request import run_context
+from ansible_collections.mad.engine.plugins.module_utils._paths import OutsideError, inside
+from ansible_collections.mad.engine.plugins.module_utils._plan import model_request, plan_stems, run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import (
     MASK,
     RUN_DIRECTORY,
@@ -227,10 +226,8 @@ def _safe_rel(path: str, what: str) -> str:
 def _needed_files(model: Mapping[str, Any], context: Mapping[str, Any], data_plan: Any,
                   root: Path) -> tuple[str, list[str]]:
     """``(scripts folder, [relative file paths])`` a model's run reads from the MAD tree; a symlink
-    leaving the package is left out (never followed). Raises ValueError for a card path outside it."""
-    problems = card_problems(dict(model), str(root))
-    if problems:
-        raise ValueError("; ".join(problems))
+    leaving the package is left out (never followed). The card's own paths were checked by the planner
+    (``_plan.model_request``). Raises ValueError for a missing scripts folder or script."""
     folder, script = script_location(dict(model))
     folder = _safe_rel(folder, "scripts folder")
     if folder == ".":
@@ -458,11 +455,14 @@ class _PlannedJob:
     folder: str
 
 
-def _plan_job(entry: ManifestEntry, job_name: str, run: _RunSettings) -> _PlannedJob:
-    """One model's Job. Raises ValueError/DataError/OSError when the model cannot run as a Job."""
-    model = entry.model.to_dict()
+def _plan_job(entry: ManifestEntry, request: Mapping[str, Any], job_name: str, run: _RunSettings) -> _PlannedJob:
+    """One model's Job, from its planned request (``_plan.model_request``: the card and its pinned image).
+    Raises ValueError/DataError/OSError when the model cannot run as a Job."""
+    if request.get("error"):
+        raise ValueError(str(request["error"]))
+    model = dict(request["model"])
     name = entry.model.name
-    image = pinned_reference(entry.image.to_dict())
+    image = str(request["image"])
     context = run.context
     vendor = str(context.get("gpu_vendor") or entry.image.gpu_vendor or "CPU").upper()
     if vendor not in GPU_RESOURCES:
@@ -608,10 +608,13 @@ def render_k8s(manifest: Manifest, config: ExecutionConfig, *, namespace: str = 
                        disable_skip_gpu_arch=bool(config.run_options.get("disable_skip_gpu_arch")))
 
     names = _job_names(entries)
+    manifest_data = manifest.to_dict()
+    stems = plan_stems(manifest_data)
     planned: list[_PlannedJob] = []
     for entry in entries:
+        request = model_request(manifest_data, entry.key, {}, mad_dir=str(root), stems=stems)["request"]
         try:
-            planned.append(_plan_job(entry, names[entry.key], run))
+            planned.append(_plan_job(entry, request, names[entry.key], run))
         except (ValueError, DataError, OSError) as exc:
             skipped.append({"model": entry.model.name, "reason": str(exc)})
     if not planned:

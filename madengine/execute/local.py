@@ -23,7 +23,6 @@ from ansible_collections.mad.engine.plugins.module_utils._engine import EngineCl
 from ansible_collections.mad.engine.plugins.module_utils._execute import (
     _open_log,
     execute_model,
-    file_stems,
     log_path,
     preflight_context,
     preflight_model,
@@ -32,7 +31,7 @@ from ansible_collections.mad.engine.plugins.module_utils._execute import (
 from ansible_collections.mad.engine.plugins.module_utils._facts import gpu_facts, run_facts
 from ansible_collections.mad.engine.plugins.module_utils._image import ensure_image, pinned_reference
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
-from ansible_collections.mad.engine.plugins.module_utils._request import run_context
+from ansible_collections.mad.engine.plugins.module_utils._plan import model_request, plan_stems, run_context
 from ansible_collections.mad.engine.plugins.module_utils._runspec import MASK
 
 from madengine.context import resolve_run_context
@@ -125,7 +124,7 @@ def _read_json(path: Path | None, what: str) -> dict[str, Any]:
 
 
 def local_run_context(manifest: Manifest, given: Mapping[str, Any], detect: bool = True) -> dict[str, Any]:
-    """The run context every executor uses (``_request.run_context``: the manifest's, overridden by the
+    """The run context every executor uses (``_plan.run_context``: the manifest's, overridden by the
     run's own -c/-f context, without values the manifest masked), completed from this host unless
     `detect` is false (cluster hosts detect their own GPUs). A dropped masked value is warned about."""
     context = run_context(manifest.context, given)
@@ -175,38 +174,37 @@ def plan_requests(manifest: Manifest, options: RunOptions, mad_dir: Path) -> lis
     # The host's MAD_SECRETS* variables reach every container (as upstream), masked like credentials.
     secret_env = credentials.secret_env_build_args()
     facts = this_host_facts(context)
-    models = [entry.model.to_dict() for entry in manifest.entries()]
-    for problem in data_problems(models, data_config, str(mad_dir), options.force_mirror_local).values():
+    entries = manifest.entries()
+    manifest_data = manifest.to_dict()
+    for problem in data_problems([manifest_data["built_models"][e.key] for e in entries], data_config, str(mad_dir),
+                                 options.force_mirror_local).values():
         logger.warning("%s: the models using it run without it", problem)
-    stems = file_stems(model["name"] for model in models)
+    base = {"context": context, "data_config": data_config, "facts": facts,
+            "options": {"timeout": options.timeout, "keep_alive": options.keep_alive,
+                        "keep_model_dir": options.keep_model_dir, "skip_model_run": options.skip_model_run,
+                        "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
+                        "sys_env_details": options.sys_env_details,
+                        "force_mirror_local": options.force_mirror_local},
+            "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "run_id": options.run_id,
+            "host": "localhost", "machine_name": socket.gethostname()}
+    stems = plan_stems(manifest_data)
     requests = []
-    for entry, model in zip(manifest.entries(), models, strict=True):
+    for entry in entries:
+        request = model_request(manifest_data, entry.key, base, mad_dir=str(mad_dir), stems=stems)["request"]
+        request.pop("key")
         # A bad card is that card's FAILURE row; the other cards run.
-        problems = preflight_model(model, str(mad_dir))
+        problems = [request.pop("error")] if "error" in request else preflight_model(request["model"], str(mad_dir))
         cred_env: dict[str, str] = dict(secret_env)
         if entry.model.cred:
             try:
                 cred_env.update(credentials.cred_build_args(entry.model.cred))
             except CredentialError as e:
                 problems.append(str(e))
-        requests.append((entry, {
-            "model": model,
-            "image": pinned_reference(entry.image.to_dict()),
-            "image_info": {"docker_file": entry.image.dockerfile, "base_docker": entry.image.base_docker,
-                           "docker_sha": entry.image.docker_sha,
-                           "image_digest": entry.image.image_digest or "",
-                           "build_duration": entry.image.build_duration},
-            "context": context, "data_config": data_config, "facts": facts,
-            "options": {"timeout": options.timeout, "keep_alive": options.keep_alive,
-                        "keep_model_dir": options.keep_model_dir, "skip_model_run": options.skip_model_run,
-                        "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
-                        "sys_env_details": options.sys_env_details,
-                        "force_mirror_local": options.force_mirror_local},
-            "mad_dir": str(mad_dir), "output_dir": str(options.output_dir), "cred_env": cred_env,
-            "run_id": options.run_id, "host": "localhost", "machine_name": socket.gethostname(),
-            "file_stem": stems[model["name"]],
-            **({"error": "; ".join(problems)} if problems else {}),
-        }))
+        request["cred_env"] = cred_env
+        if problems:
+            request["error"] = "; ".join(problems)
+            request.setdefault("image", pinned_reference(entry.image.to_dict()))
+        requests.append((entry, request))
     return requests
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.mad.engine.plugins.module_utils import _request
+from ansible_collections.mad.engine.plugins.module_utils import _plan, _request
 from ansible_collections.mad.engine.plugins.module_utils._execute import safe_name
 from ansible_collections.mad.engine.plugins.module_utils._perf import failure_row
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
@@ -218,7 +218,7 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
         from madengine.execute.image_copy import cache_dir, images_for, save_images
 
         tarballs = save_images(images_for(manifest, keys), cache_dir())
-    plan = _request.host_plan(
+    plan = _plan.host_plan(
         manifest.to_dict(), keys, host="", run_id=options.run_id, workdir=str(shared), mad_dir=str(mad_dir),
         context=options.context, tools_config=tools, tools_config_name=str(options.tools_config or ""),
         data_config=data, image_transfer=flags.image_transfer, image_tarballs=tarballs,

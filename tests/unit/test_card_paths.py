@@ -1,7 +1,7 @@
 """Hostile cards (issue 16 items 5, 6, 10): no consumer of a card reads, sends or writes a file outside the
 MAD package, whatever the card's paths say (absolute, ``..``, or a symlink out of the package).
 
-Each consumer is checked on the same hostile package: the cluster planner (``_request.host_plan``, what
+Each consumer is checked on the same hostile package: the cluster planner (``_plan.host_plan``, what
 the sync sends), the host's preflight, the data planner, ``generate ansible``, ``generate k8s`` and the
 build planner. The outside files hold a distinctive text that must appear nowhere. The real runs (local
 containers planting symlinks, the loopback cluster) are in tests/integration/test_hostile_paths.py and
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from ansible_collections.mad.engine.plugins.module_utils._data import DataError, plan_data
 from ansible_collections.mad.engine.plugins.module_utils._execute import preflight
-from ansible_collections.mad.engine.plugins.module_utils._request import host_plan
+from ansible_collections.mad.engine.plugins.module_utils._plan import host_plan
 
 from madengine.cli.app import app, invoke
 from madengine.credentials import Credentials

@@ -1,6 +1,6 @@
 # Copyright: (c) 2026, madengine developers
 # Apache License 2.0 (see LICENSE)
-"""Filters of the mad.engine.run_models role: a manifest's plan for one host (module_utils._request)."""
+"""Filters of the mad.engine.run_models role: a manifest's plan for one host (module_utils._plan)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mad.engine.plugins.module_utils._image import pinned_reference as _pinned_reference
-from ansible_collections.mad.engine.plugins.module_utils._request import (
-    host_plan,
-    pull_failure_reason,
-    select_keys,
-)
+from ansible_collections.mad.engine.plugins.module_utils._plan import host_plan, select_keys
+from ansible_collections.mad.engine.plugins.module_utils._request import pull_failure_reason
 
 
 def _read_json(path: str, what: str) -> dict[str, Any]:
