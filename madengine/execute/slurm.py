@@ -31,6 +31,7 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import failure_ro
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
 from ansible_collections.mad.engine.plugins.module_utils._secrets import is_secret_name
 
+from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute.local import (
     Listener,
@@ -226,6 +227,7 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
                  "skip_model_run": options.skip_model_run, "disable_skip_gpu_arch": options.disable_skip_gpu_arch,
                  "sys_env_details": options.sys_env_details, "force_mirror_local": options.force_mirror_local})
     images = {image["name"]: image for image in plan["images"]}
+    credentials = Credentials.load(mad_dir)
     executor = build_executor(shared / "executor.pyz")
     results = shared / "results"
     (shared / "requests").mkdir(parents=True, exist_ok=True)
@@ -243,6 +245,15 @@ def prepare_jobs(manifest: Manifest, options: RunOptions, flags: SlurmOptions, m
             image["load_from"] = image["tarball"]  # the shared file system: no copy needed
         request["slurm_image"] = image
         request, secret_env = _without_secret_values(request)
+        if model.get("cred") and not request.get("error"):
+            # The card's credential.json entry: like the context's secrets, by the job's environment only.
+            try:
+                cred_env = credentials.cred_build_args(str(model["cred"]))
+            except CredentialError as e:
+                request.update(error=str(e), infra_error=False)
+            else:
+                secret_env.update(cred_env)
+                request["secret_env_names"] = sorted({*request["secret_env_names"], *cred_env})
         req_path = shared / "requests" / f"{safe_name(key)}.json"
         fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -289,6 +289,29 @@ def test_rerun_failed_does_not_take_the_earlier_rows(smad: SlurmMad) -> None:
     assert rows[0]["slurm_job_id"] != rows[1]["slurm_job_id"]
 
 
+def test_a_cards_credential_reaches_its_container_and_no_file(smad: SlurmMad) -> None:
+    """A card's `cred` (credential.json) reaches its job as the local run gives it (X_USERNAME,
+    X_PASSWORD), through sbatch's environment: in no request, batch script, log or row."""
+    secret = "slurm-cred-" + os.urandom(8).hex()
+    smad.write("credential.json", json.dumps({"SLURMCRED": {"username": "svc", "password": secret}}))
+    name = smad.add("cred", 'echo "user=$SLURMCRED_USERNAME seen=${#SLURMCRED_PASSWORD} $SLURMCRED_PASSWORD"\n'
+                            'echo "performance: 1 items_per_second"\n', cred="SLURMCRED")
+    other = smad.add("nocred", 'echo "seen=${#SLURMCRED_PASSWORD}"\necho "performance: 1 items_per_second"\n')
+    smad.build()
+    result = smad.run()
+    assert result.code == 0, result.text
+    rows = {r["model"]: r for r in smad.rows()}
+    assert rows[name]["status"] == "SUCCESS" and rows[other]["status"] == "SUCCESS", rows
+    logs = {log.name: log.read_text() for log in (smad.root / "runs").glob("*/slurm/results/*.run.live.log")}
+    assert any(f"user=svc seen={len(secret)} ******" in text for text in logs.values()), logs
+    assert any("seen=0" in text for text in logs.values()), "a card without cred gets none"
+    requests = [json.loads(p.read_text()) for p in (smad.root / "runs").glob("*/slurm/requests/*.json")]
+    assert sorted(n for r in requests for n in r["secret_env_names"]) == ["SLURMCRED_PASSWORD", "SLURMCRED_USERNAME"]
+    assert secret not in result.text
+    for path in [p for p in smad.root.rglob("*") if p.is_file() and p.name != "credential.json"]:
+        assert secret.encode() not in path.read_bytes(), path
+
+
 def test_a_context_secret_reaches_the_job_but_no_file(smad: SlurmMad) -> None:
     """A secret-named context value goes through sbatch's environment, never the shared directory."""
     secret = "slurm-secret-" + os.urandom(8).hex()
