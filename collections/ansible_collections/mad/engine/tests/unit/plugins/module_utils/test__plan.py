@@ -164,4 +164,3 @@ def test_model_request_errors_for_unknown_keys_missing_images_and_outside_paths(
     assert "its image is not in the manifest's built_images" in errors["lost"]
     assert "model evil: scripts" in errors["evil"] and "outside" in errors["evil"]
     assert errors["ci-a"] == ""
-
