@@ -1,7 +1,7 @@
 """Run stage on a SLURM cluster: one ``sbatch`` job per model, driven with the standard client commands.
 
 Each job runs the collection's stdlib executor, shipped as a zipapp in the run's shared directory
-(``python3 executor.pyz REQUEST.json``), so a node needs Python 3 and a Docker engine only. The shared
+(``python3 -S executor.pyz REQUEST.json``), so a node needs Python 3 and a Docker engine only. The shared
 directory (beside perf.csv, on a file system every node sees) holds the executor, one request and one
 batch script per model, and ``results/`` where each job writes its log and rows JSON. The controller
 polls ``squeue`` (``scontrol`` for a finished job's record), appends each model's rows to perf.csv when
@@ -10,16 +10,19 @@ its job ends, and cancels every job of the run on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
 import json
+import marshal
 import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import time
-import zipapp
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,9 @@ from madengine.ledger import Ledger
 from madengine.manifest import Manifest
 from madengine.results import summarize
 
+#: How a job starts the executor: it is stdlib only, so without ``site`` (-S): a node's site-packages
+#: and their .pth hooks are not needed and only cost start-up.
+EXECUTOR_PYTHON = "python3 -S"
 #: Seconds added to a card's timeout for the job's --time (pull, container start, clean-up).
 TIME_MARGIN_S = 120
 POLL_S = 0.2
@@ -61,20 +67,71 @@ def _module_utils_dir() -> Path:
     return Path(next(iter(module_utils.__path__)))
 
 
+_PACKAGE = "ansible_collections/mad/engine/plugins/module_utils"
+
+
+def _executor_files() -> list[tuple[str, bytes]]:
+    """(path in the zipapp, source) of the executor: ``__main__``, module_utils and its packages."""
+    files = [("__main__.py", Path(__file__).with_name("slurm_executor_main.py").read_bytes())]
+    parts = _PACKAGE.split("/")
+    files += [("/".join(parts[:i]) + "/__init__.py", b"") for i in range(1, len(parts) + 1)]
+    return files + [(f"{_PACKAGE}/{source.name}", source.read_bytes())
+                    for source in sorted(_module_utils_dir().glob("*.py"))]
+
+
+#: Days a cached executor of other sources (an older madengine) is kept after its last use.
+EXECUTOR_CACHE_DAYS = 7
+
+
+def executor_cache_dir() -> Path:
+    """Built executors, one per source and Python version: ``$XDG_CACHE_HOME/madengine/executor``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine" / "executor"
+
+
+def _write_executor(target: Path, files: list[tuple[str, bytes]]) -> None:
+    """The zipapp: each source and, beside it, its bytecode (zipimport's legacy layout, an unchecked
+    hash-based .pyc of PEP 552). Compiling ~25 modules from a zip at every job start costs ~0.13 CPU-s;
+    a node whose Python has another magic number skips the .pyc and compiles the source."""
+    with open(target, "wb") as handle:
+        handle.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(handle, "w") as archive:  # stored, as zipapp does: nothing to inflate at start
+            for rel, source in files:
+                archive.writestr(rel, source)
+                code = compile(source, f"executor.pyz/{rel}", "exec", dont_inherit=True)
+                header = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")
+                archive.writestr(rel[:-3] + ".pyc", header + importlib.util.source_hash(source) + marshal.dumps(code))
+    target.chmod(0o755)
+
+
+def _prune_executors(keep: Path) -> None:
+    stale = time.time() - EXECUTOR_CACHE_DAYS * 86400
+    for old in keep.parent.glob("executor-*.pyz"):
+        with contextlib.suppress(OSError):  # another run may be pruning too
+            if old != keep and old.stat().st_mtime < stale:
+                old.unlink()
+
+
 def build_executor(target: Path) -> Path:
-    """Write the executor zipapp: the collection's module_utils plus a ``__main__`` (stdlib only)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        pkg = Path(tmp, "ansible_collections/mad/engine/plugins/module_utils")
-        pkg.mkdir(parents=True)
-        for part in (Path(tmp, "ansible_collections"), *pkg.parents):
-            if str(part).startswith(tmp) and part != Path(tmp):
-                (part / "__init__.py").touch()
-        (pkg / "__init__.py").touch()
-        for source in sorted(_module_utils_dir().glob("*.py")):
-            shutil.copy2(source, pkg / source.name)
-        shutil.copy2(Path(__file__).with_name("slurm_executor_main.py"), Path(tmp, "__main__.py"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        zipapp.create_archive(tmp, target, interpreter="/usr/bin/env python3")
+    """Write the executor zipapp (stdlib only) at ``target``: a copy of the one built for these
+    sources and this Python, which is built once into :func:`executor_cache_dir`."""
+    files = _executor_files()
+    digest = hashlib.sha256(importlib.util.MAGIC_NUMBER)
+    for rel, source in files:
+        digest.update(f"{rel}\0{len(source)}\0".encode() + source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cached = executor_cache_dir() / f"executor-{digest.hexdigest()[:24]}.pyz"
+    try:
+        if cached.is_file():
+            os.utime(cached)  # used: kept by the pruning below
+        else:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+            _write_executor(partial, files)
+            os.replace(partial, cached)
+            _prune_executors(cached)
+        shutil.copy2(cached, target)
+    except OSError:  # no writable cache: build for this run only
+        _write_executor(target, files)
     return target
 
 
@@ -190,9 +247,9 @@ def batch_script(*, name: str, run_id: str, key: str, settings: Mapping[str, Any
                   'MASTER_ADDR=$(scontrol show node "$first" -o | tr " " "\\n" | sed -n "s/^NodeAddr=//p")',
                   'export MASTER_ADDR=${MASTER_ADDR:-$first}',
                   'export MASTER_PORT=${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 1000))}',
-                  f"exec srun --ntasks-per-node=1 --kill-on-bad-exit=0 python3 {q(executor)} {q(request)}"]
+                  f"exec srun --ntasks-per-node=1 --kill-on-bad-exit=0 {EXECUTOR_PYTHON} {q(executor)} {q(request)}"]
     else:
-        lines.append(f"exec python3 {q(executor)} {q(request)}")
+        lines.append(f"exec {EXECUTOR_PYTHON} {q(executor)} {q(request)}")
     return "\n".join(lines) + "\n"
 
 
@@ -479,7 +536,7 @@ def write_bundle(manifest: Manifest, mad_dir: Path, directory: Path, options: Ru
         f"# madengine SLURM bundle (run {options.run_id})\n\n"
         f"{len(jobs)} model(s), one batch job each (`jobs/*.sbatch`, `--no-requeue`).\n\n"
         "- Submit: `bash submit.sh` (plain `sbatch`; honours `SLURM_CONF`).\n"
-        "- Each job runs `python3 executor.pyz requests/<model>.json` on its node: the node needs Python 3\n"
+        "- Each job runs `python3 -S executor.pyz requests/<model>.json` on its node: the node needs Python 3\n"
         "  and a Docker engine (`DOCKER_HOST`, else the default socket); it pulls the image by digest.\n"
         "- Results: `results/<model>.rows.json` (perf rows), `results/*.run.live.log`, `results/*.slurm-<id>.out`.\n"
         f"- The MAD tree ({mad_dir}) and this directory must be visible at the same paths on every node.\n"

@@ -1,4 +1,4 @@
-"""``__main__`` of the SLURM job's executor zipapp (``python3 executor.pyz REQUEST.json``).
+"""``__main__`` of the SLURM job's executor zipapp (``python3 -S executor.pyz REQUEST.json``).
 
 Runs on a SLURM node with only Python 3 and a Docker engine (``DOCKER_HOST``, else the default socket):
 makes the image present (pull by digest, or ``docker load`` of a tarball in the shared directory), then

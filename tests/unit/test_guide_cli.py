@@ -283,7 +283,7 @@ def test_configuration_panel_masks_secrets_and_highlights_json() -> None:
     text = buf.getvalue()
     assert "hf-secret-value" not in text and "******" in text
     assert "📋 Run configuration" in text
-    assert re.search(r"\x1b\[38;5;\d+(;\d+)?m\"gpu_vendor\"", text)  # JSON keys are coloured
+    assert re.search(r"\x1b\[(\d+;)*(3[0-7]|38;5;\d+)m\"gpu_vendor\"", text)  # JSON keys are coloured
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     for key, value in settings.items():
         assert re.search(rf"{key}\s+{re.escape(value)}", plain)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -31,7 +33,7 @@ def test_batch_script_quotes_and_never_requeues() -> None:
     assert "#SBATCH --no-requeue" in text
     assert "#SBATCH --comment='madengine:r:k; rm -rf /'" in text
     assert "#SBATCH --partition='a b'" in text and "#SBATCH --time=10" in text
-    assert text.rstrip().endswith("exec python3 /s/executor.pyz /s/r.json")
+    assert text.rstrip().endswith("exec python3 -S /s/executor.pyz /s/r.json")
     multi = slurm.batch_script(name="n", run_id="r", key="k", settings={"nodes": 3}, time_limit="", out_path="/o",
                                executor="/e.pyz", request="/r.json")
     assert "exec srun --ntasks-per-node=1" in multi and "export MASTER_ADDR" in multi and "--time" not in multi
@@ -64,6 +66,73 @@ def test_executor_zipapp_holds_module_utils_and_runs(tmp_path: Path) -> None:
     rows = json.loads((out / "m.rows.json").read_text())
     assert rows[0]["status"] == "FAILURE" and rows[0]["reason"] == "planned failure"
     assert rows[0]["deployment_type"] == "slurm"
+
+
+def _run_planned_failure(executor: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"model": {"name": "m"}, "error": "planned failure",
+                                   "output_dir": str(tmp_path / "out"), "mad_dir": str(tmp_path), "run_id": "r"}))
+    # -vv: zipimport says each file it tries, and stops at the one it takes.
+    return subprocess.run([sys.executable, "-I", "-S", "-vv", str(executor), str(request)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_executor_zipapp_ships_bytecode_that_this_python_uses(tmp_path: Path) -> None:
+    target = slurm.build_executor(tmp_path / "executor.pyz")
+    archive = zipfile.ZipFile(target)
+    sources = [n for n in archive.namelist() if n.endswith(".py")]
+    assert sources and all(archive.read(n[:-3] + ".pyc")[:4] == importlib.util.MAGIC_NUMBER for n in sources)
+    done = _run_planned_failure(target, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "# trying " in done.stderr and "module_utils/_execute.pyc\n" in done.stderr
+    assert "module_utils/_execute.py\n" not in done.stderr  # the bytecode was taken: no compile
+
+
+def test_executor_is_built_once_per_source_and_copied_into_each_run(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = slurm.build_executor(tmp_path / "run1" / "executor.pyz")
+    [cached] = slurm.executor_cache_dir().glob("executor-*.pyz")
+    built_at = cached.stat().st_mtime_ns
+    old = slurm.executor_cache_dir() / "executor-0123456789abcdef01234567.pyz"  # an older madengine's
+    old.write_bytes(b"old")
+    os.utime(old, (0, 0))
+    calls: list[Path] = []
+    monkeypatch.setattr(slurm, "_write_executor", lambda target, files: calls.append(target))
+    second = slurm.build_executor(tmp_path / "run2" / "executor.pyz")
+    assert not calls and second.read_bytes() == first.read_bytes() and os.access(second, os.X_OK)
+    assert cached.stat().st_mtime_ns >= built_at and old.exists()  # a hit neither rebuilds nor prunes
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(slurm, "_executor_files", lambda: [("__main__.py", b"print('changed')\n")])
+    slurm.build_executor(tmp_path / "run3" / "executor.pyz")  # other sources: a new entry, stale ones pruned
+    assert len(list(slurm.executor_cache_dir().glob("executor-*.pyz"))) == 2 and not old.exists()
+    done = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "run3" / "executor.pyz")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout == "changed\n"
+
+
+def test_executor_is_built_for_the_run_alone_when_the_cache_is_not_writable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file: no cache dir beneath it
+    target = slurm.build_executor(tmp_path / "run" / "executor.pyz")
+    assert "__main__.pyc" in zipfile.ZipFile(target).namelist()
+
+
+def test_executor_zipapp_runs_from_source_on_a_python_with_another_magic(tmp_path: Path) -> None:
+    """A node with another Python version: every .pyc has a foreign magic number, the sources run."""
+    built = slurm.build_executor(tmp_path / "built.pyz")
+    foreign = tmp_path / "foreign.pyz"
+    with zipfile.ZipFile(built) as src, zipfile.ZipFile(foreign, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(name, b"\x00\x00\r\n" + data[4:] if name.endswith(".pyc") else data)
+    done = _run_planned_failure(foreign, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "bad magic" in done.stderr and "module_utils/_execute.py\n" in done.stderr
+    rows = json.loads((tmp_path / "out" / "m.rows.json").read_text())
+    assert rows[0]["status"] == "FAILURE" and rows[0]["reason"] == "planned failure"
 
 
 def test_rank_rows_prefers_the_rank_with_the_performance_line(tmp_path: Path) -> None:

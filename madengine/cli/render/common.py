@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
+from rich.json import JSON
 from rich.markup import escape
 from rich.panel import Panel
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -56,7 +56,7 @@ def config_panel(title: str, settings: Mapping[str, Any], context: Mapping[str, 
     context = {key: value for key, value in context.items() if value not in (None, "", [], {})}
     if context:
         parts += [Text("context", style="bold cyan"),
-                  Syntax(json.dumps(context, indent=2, sort_keys=True), "json", background_color="default")]
+                  JSON(json.dumps(context), indent=2, sort_keys=True)]  # rich's own highlighter: no pygments
     return Panel(Group(*parts), title=f"📋 {title}", title_align="left", border_style="blue", expand=False)
 
 
