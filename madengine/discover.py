@@ -5,8 +5,11 @@ Three sources, in this discovery order:
 1. ``models.json`` at the MAD root (source "root");
 2. ``scripts/<dir>/models.json`` (source "dir"), found anywhere under ``scripts/`` (nested folders:
    ``scripts/MAD-private/inference/models.json`` is dir ``MAD-private/inference``), depth first, sorted;
-3. ``scripts/<dir>/get_models_json.py`` (source "dynamic"): run in a worker process
-   (:mod:`madengine.discover_worker`) with a timeout, its ``list_models()`` called there.
+3. ``scripts/<dir>/get_models_json.py`` (source "dynamic"): run in worker processes
+   (:mod:`madengine.discover_worker`, forked, one per CPU up to four) with a timeout, its
+   ``list_models()`` called there.
+
+Parsed ``models.json`` files are memoised by content (:mod:`madengine.discovery_cache`).
 
 Names from a scripts dir become ``<dir>/<name>`` and their relative ``dockerfile`` and ``scripts`` paths
 are resolved against ``scripts/<dir>/`` (``dockercontext`` stays relative to the MAD root). See
@@ -16,6 +19,7 @@ are resolved against ``scripts/<dir>/`` (``dockercontext`` stays relative to the
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -24,15 +28,17 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from madengine.discovery_cache import DiscoveryCache, generator_code_cache, unknown_keys
 from madengine.errors import InvalidInputError
 from madengine.jsonfile import loads
-from madengine.model import Model, model_from_raw
+from madengine.model import Model, as_list, model_from_raw, validate_raw, warn_key
 from madengine.tags import ALL, TagSpec, matches, parse_tags, split_tags, suggest
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ DYNAMIC_SCRIPT = "get_models_json.py"
 #: Seconds one generator request may take before discovery gives up on it (exit 4 naming the file).
 GENERATOR_TIMEOUT_ENV = "MADENGINE_GENERATOR_TIMEOUT"
 DEFAULT_GENERATOR_TIMEOUT = 60.0
+#: Most generator workers one discovery forks (one per CPU up to this).
+MAX_WORKERS = 4
 
 _MAD_HINT = ("point --mad-dir (or the MAD_DIR environment variable) at a MAD package: "
              "the folder holding models.json and scripts/")
@@ -81,11 +89,14 @@ def resolve_mad_dir(mad_dir: Path | str | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ JSON files
-def _load_json(path: Path, where: str) -> Any:
+def _read(path: Path, where: str) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InvalidInputError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _parse_json(data: bytes, where: str) -> Any:
     try:
         return loads(data)
     except json.JSONDecodeError as exc:
@@ -102,8 +113,8 @@ def _load_json(path: Path, where: str) -> Any:
         raise InvalidInputError(f"{where}: is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _load_model_list(path: Path, where: str) -> list[Any]:
-    data = _load_json(path, where)
+def _parse_model_list(text: bytes, where: str) -> list[Any]:
+    data = _parse_json(text, where)
     if not isinstance(data, list):
         raise InvalidInputError(
             f"{where}: expected a JSON list of model objects, found a JSON {type(data).__name__}",
@@ -135,19 +146,28 @@ class _Group:
 
 
 class _JsonGroup(_Group):
-    def __init__(self, path: Path, where: str, dir_: str | None, warned: set[str]) -> None:
-        self.path, self.where, self.dir, self.warned = path, where, dir_, warned
+    def __init__(self, path: Path, where: str, dir_: str | None, warned: set[str], cache: DiscoveryCache) -> None:
+        self.path, self.where, self.dir, self.warned, self.cache = path, where, dir_, warned, cache
         self.source = "root" if dir_ is None else "dir"
         self._entries: list[_Entry] | None = None
 
     def entries(self, params: Mapping[str, str]) -> list[_Entry]:
         if self._entries is None:
             where, source, dir_, warned = self.where, self.source, self.dir, self.warned
-            self._entries = [
-                _Entry(model_from_raw(raw, where=where, index=i, source=source, dir=dir_, warned=warned,
-                                      relocate=True))
-                for i, raw in enumerate(_load_model_list(self.path, where))
-            ]
+            data = _read(self.path, where)
+            key = self.cache.key(data) if self.cache.path is not None else b""
+            hit = self.cache.get(where, key)
+            if hit is not None:
+                models, keys = hit
+                for name, model_name in keys:  # the warnings the file gives, as if it were read again
+                    if name not in warned:
+                        warn_key(where, name, model_name, warned)
+            else:
+                raws = _parse_model_list(data, where)
+                models = [model_from_raw(raw, where=where, index=i, source=source, dir=dir_, warned=warned,
+                                         relocate=True) for i, raw in enumerate(raws)]
+                self.cache.put(where, key, models, unknown_keys(raws))
+            self._entries = [_Entry(model) for model in models]
         return self._entries
 
 
@@ -162,6 +182,73 @@ def _generator_timeout() -> float:
     return seconds if seconds > 0 else DEFAULT_GENERATOR_TIMEOUT
 
 
+def _can_fork() -> bool:
+    """Whether a worker may be a fork: on Linux, while this process runs one thread (a fork copies
+    the locks other threads may hold, locked; macOS frameworks are not fork-safe)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+class _ForkedWorker:
+    """The worker as a fork of this process: no interpreter start-up (~0.1 s of a discovery).
+
+    Only when this process runs one thread. The child is its own session (killed as a group, like the
+    exec'd worker), keeps no descriptor but its two pipes and stderr, writes no bytecode (as ``-B``)
+    and ends with ``os._exit``, so none of this process's buffers, atexit hooks or locks act twice.
+    The parts of :class:`subprocess.Popen` that :class:`_Worker` uses.
+    """
+
+    def __init__(self, code_cache: str | None) -> None:
+        requests_r, requests_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()  # else the child would write this process's pending output again
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: coverage does not follow it
+            try:
+                os.setsid()
+                os.dup2(requests_r, 0)
+                os.dup2(answers_w, 1)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+                sys.dont_write_bytecode = True  # as -B: the MAD tree is read, never written
+                # The collector skips what the parent made: a pass over it would copy every page of it.
+                gc.freeze()
+                gc.enable()
+                # Streams of their own (this process's may wrap other fds, or hold buffered input).
+                sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")  # noqa: SIM115
+                sys.stdout = sys.__stdout__ = open(1, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+                sys.stderr = sys.__stderr__ = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+                from madengine.discover_worker import main
+
+                main(code_cache)
+            finally:
+                os._exit(1)
+        os.close(requests_r)
+        os.close(answers_w)
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = os.fdopen(requests_w, "wb")
+        self.stdout = os.fdopen(answers_r, "rb")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None and self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        deadline = time.monotonic() + (timeout or 0)
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("discover worker", timeout or 0)
+            time.sleep(0.002)
+        assert self.returncode is not None
+        return self.returncode
+
+
 class _Worker:
     """The generator worker (:mod:`madengine.discover_worker`): requests pipelined, answers by id.
 
@@ -172,7 +259,7 @@ class _Worker:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | _ForkedWorker | None = None
         self.ids = itertools.count()
         self.pending: dict[int, dict[str, Any]] = {}  # sent, not answered, in send order
         self.answers: dict[int, dict[str, Any]] = {}
@@ -180,23 +267,30 @@ class _Worker:
         self.buffer = b""
         self.since = 0.0  # when the oldest pending request started to wait
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        import madengine
+    def _start(self) -> subprocess.Popen[bytes] | _ForkedWorker:
+        code_cache = generator_code_cache()
+        if _can_fork():
+            self.proc = _ForkedWorker(code_cache)
+        else:  # another thread may hold a lock a forked child would inherit locked: a fresh interpreter
+            import madengine
 
-        paths = [str(Path(madengine.__file__).resolve().parent.parent)] + [p for p in sys.path if p]
-        boot = (f"import sys; sys.path[:0] = {paths!r}; "
-                "from madengine.discover_worker import main; main()")
-        self.proc = subprocess.Popen([sys.executable, "-S", "-B", "-c", boot], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, start_new_session=True)
+            paths = [str(Path(madengine.__file__).resolve().parent.parent)] + [p for p in sys.path if p]
+            boot = (f"import sys; sys.path[:0] = {paths!r}; "
+                    f"from madengine.discover_worker import main; main({code_cache!r})")
+            self.proc = subprocess.Popen([sys.executable, "-S", "-B", "-c", boot], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, start_new_session=True)
         self.buffer = b""
         self.since = time.monotonic()
         return self.proc
 
-    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None) -> int:
+    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None,
+               *, update_all: bool = False) -> int:
         request_id = next(self.ids)
-        request = {"id": request_id, "op": op, "path": path, "params": dict(params)}
+        request: dict[str, Any] = {"id": request_id, "op": op, "path": path, "params": dict(params)}
         if indices is not None:
             request["indices"] = indices
+        if update_all:
+            request["update_all"] = True
         if path in self.broken:
             self.answers[request_id] = {"error": self.broken[path]}
             return request_id
@@ -226,7 +320,9 @@ class _Worker:
         fd = proc.stdout.fileno()
         while b"\n" not in self.buffer:
             left = self.since + self.timeout - time.monotonic()
-            ready, _, _ = select.select([fd], [], [], max(0.0, left)) if left > 0 else ([], [], [])
+            # Past the deadline too, an answer already there is taken: with several workers, this one's
+            # generator ran while this process waited on another's.
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
             if not ready:
                 self._fail_head(f"did not finish within {self.timeout:g} s (it hangs, or needs longer: "
                                 f"set {GENERATOR_TIMEOUT_ENV})", killed=True)
@@ -284,15 +380,53 @@ class _Worker:
         self._stop(kill=bool(self.pending))
 
 
+#: One request sent to the pool: the worker it went to and its id there.
+_Handle = tuple["_Worker", int]
+
+
+class _WorkerPool:
+    """The generators spread over forked workers, one per CPU up to :data:`MAX_WORKERS`; each
+    generator stays in the worker that imported it. While other threads run (no fork), one exec'd
+    worker: a second would cost a second interpreter start."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.workers: list[_Worker] = []
+        self.home: dict[str, _Worker] = {}
+
+    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None,
+               *, update_all: bool = False) -> _Handle:
+        worker = self.home.get(path)
+        if worker is None:
+            worker = self.home[path] = self._worker_for_next()
+        return worker, worker.submit(op, path, params, indices, update_all=update_all)
+
+    def _worker_for_next(self) -> _Worker:
+        size = min(MAX_WORKERS, os.cpu_count() or 1) if _can_fork() else 1
+        if len(self.workers) < size:
+            self.workers.append(_Worker(self.timeout))
+            return self.workers[-1]
+        return self.workers[len(self.home) % len(self.workers)]
+
+    @staticmethod
+    def result(handle: _Handle) -> dict[str, Any]:
+        worker, request_id = handle
+        return worker.result(request_id)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
 class _DynamicGroup(_Group):
     """``scripts/<dir>/get_models_json.py``: run in the worker, ``list_models`` once per params set."""
 
     source = "dynamic"
 
-    def __init__(self, path: Path, where: str, dir_: str, warned: set[str], worker: _Worker) -> None:
+    def __init__(self, path: Path, where: str, dir_: str, warned: set[str], worker: _WorkerPool) -> None:
         self.path, self.where, self.dir, self.warned = path, where, dir_, warned
         self.worker = worker
-        self._requests: dict[frozenset[tuple[str, str]], int] = {}
+        self._requests: dict[frozenset[tuple[str, str]], _Handle] = {}
         self._listings: dict[frozenset[tuple[str, str]], list[_Entry]] = {}
         self._updatable: dict[frozenset[tuple[str, str]], frozenset[int]] = {}
         self._updated: dict[tuple[frozenset[tuple[str, str]], int], Model] = {}
@@ -301,11 +435,12 @@ class _DynamicGroup(_Group):
         return InvalidInputError(f"{self.where}: {error.get('message')}", hint=error.get("hint") or None,
                                  example=error.get("example") or None, detail=error.get("detail") or None)
 
-    def prefetch(self, params: Mapping[str, str]) -> None:
-        """Ask the worker for this listing now; :meth:`entries` collects it."""
+    def prefetch(self, params: Mapping[str, str], *, update_all: bool = False) -> None:
+        """Ask the worker for this listing now; :meth:`entries` collects it. ``update_all``: every
+        model of it is selected, so the worker runs their ``update_model()`` in the same request."""
         key = frozenset(params.items())
         if key not in self._listings and key not in self._requests:
-            self._requests[key] = self.worker.submit("list", str(self.path), params)
+            self._requests[key] = self.worker.submit("list", str(self.path), params, update_all=update_all)
 
     def entries(self, params: Mapping[str, str]) -> list[_Entry]:
         key = frozenset(params.items())
@@ -317,18 +452,35 @@ class _DynamicGroup(_Group):
         if "error" in answer:
             raise self._error(answer["error"])
         where, dir_, warned = self.where, self.dir, self.warned
-        entries = [_Entry(model_from_raw(raw, where=where, index=i, source="dynamic", dir=dir_, warned=warned,
-                                         relocate=True), (key, i))
-                   for i, raw in enumerate(answer["raws"])]
-        self._listings[key] = entries
+        raws = answer["raws"]
         self._updatable[key] = frozenset(answer.get("updatable") or ())
+        updated = dict(zip(answer["updatable"], answer["updated"], strict=True)) if "updated" in answer else {}
+        if updated:
+            # Every listed model is selected and already updated: each becomes one Model, from its fields
+            # after update_model(). The listed fields are checked and warned about first all the same,
+            # as the listing alone would be.
+            for i, raw in enumerate(raws):
+                validate_raw(raw, where=where, index=i)
+            for name, first in unknown_keys(raws):
+                if name not in warned:
+                    warn_key(where, name, first, warned)
+        entries = []
+        for i, raw in enumerate(raws):
+            if i in updated:
+                model = self._updated_model(i, updated[i], raw["name"], as_list(raw.get("tags")))
+                self._updated[(key, i)] = model
+            else:
+                model = model_from_raw(raw, where=where, index=i, source="dynamic", dir=dir_, warned=warned,
+                                       relocate=True)
+            entries.append(_Entry(model, (key, i)))
+        self._listings[key] = entries
         return entries
 
     def _is_updatable(self, entry: _Entry) -> bool:
         key, index = entry.obj
         return index in self._updatable.get(key, frozenset())
 
-    def submit_update(self, entries: list[_Entry]) -> list[tuple[frozenset[tuple[str, str]], list[int], int]]:
+    def submit_update(self, entries: list[_Entry]) -> list[tuple[frozenset[tuple[str, str]], list[int], _Handle]]:
         """Ask for ``update_model()`` of the selected entries not updated yet (once each)."""
         todo: dict[frozenset[tuple[str, str]], list[int]] = {}
         for entry in entries:
@@ -340,20 +492,28 @@ class _DynamicGroup(_Group):
         return [(key, indices, self.worker.submit("update", str(self.path), dict(key), indices))
                 for key, indices in todo.items()]
 
-    def collect_update(self, handles: list[tuple[frozenset[tuple[str, str]], list[int], int]]) -> None:
-        for key, indices, request_id in handles:
-            answer = self.worker.result(request_id)
+    def collect_update(self, handles: list[tuple[frozenset[tuple[str, str]], list[int], _Handle]]) -> None:
+        for key, indices, handle in handles:
+            answer = self.worker.result(handle)
             if "error" in answer:
                 raise self._error(answer["error"])
-            base = self._listings[key]
-            for index, raw in zip(indices, answer["raws"], strict=True):
-                if isinstance(raw, dict):
-                    # Name and tags were used for selection: changing them in update_model() has no effect.
-                    raw = dict(raw)
-                    raw["name"] = base[index].model.short_name
-                    raw["tags"] = list(base[index].model.tags)
-                self._updated[(key, index)] = model_from_raw(raw, where=self.where, index=index, source="dynamic",
-                                                             dir=self.dir, warned=self.warned, relocate=True)
+            self._store_updated(key, indices, answer["raws"])
+
+    def _store_updated(self, key: frozenset[tuple[str, str]], indices: list[int], raws: list[Any]) -> None:
+        base = self._listings[key]
+        for index, raw in zip(indices, raws, strict=True):
+            listed = base[index].model
+            self._updated[(key, index)] = self._updated_model(index, raw, listed.short_name, list(listed.tags))
+
+    def _updated_model(self, index: int, raw: Any, name: str, tags: list[str]) -> Model:
+        """The model from its fields after ``update_model()``. Name and tags stay as listed: they
+        were used for selection, so changing them there has no effect."""
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            raw["name"] = name
+            raw["tags"] = tags
+        return model_from_raw(raw, where=self.where, index=index, source="dynamic", dir=self.dir,
+                              warned=self.warned, relocate=True)
 
     def finalise(self, entry: _Entry) -> Model:
         """The model as returned: re-read after ``update_model()`` when the object has one."""
@@ -404,12 +564,13 @@ class _Catalogue:
         self.root = root
         self.groups: list[_Group] = []
         self.dirs: dict[str, _Group] = {}
-        self.worker = _Worker(_generator_timeout())
+        self.worker = _WorkerPool(_generator_timeout())
+        self.cache = DiscoveryCache(root)
         self._names: dict[str, str] = {}
         self._checked: set[int] = set()
         warned: set[str] = set()  # one warning per unknown key, whichever file has it first
         if (root / MODELS_JSON).is_file():
-            self.groups.append(_JsonGroup(root / MODELS_JSON, MODELS_JSON, None, warned))
+            self.groups.append(_JsonGroup(root / MODELS_JSON, MODELS_JSON, None, warned, self.cache))
         scripts = root / SCRIPTS_DIR
         if not scripts.is_dir():
             return
@@ -424,7 +585,8 @@ class _Catalogue:
             folder = scripts / rel
             group: _Group
             if has_json:
-                group = _JsonGroup(folder / MODELS_JSON, f"{SCRIPTS_DIR}/{rel}/{MODELS_JSON}", rel, warned)
+                group = _JsonGroup(folder / MODELS_JSON, f"{SCRIPTS_DIR}/{rel}/{MODELS_JSON}", rel, warned,
+                                   self.cache)
             elif has_py:
                 group = _DynamicGroup(folder / DYNAMIC_SCRIPT, f"{SCRIPTS_DIR}/{rel}/{DYNAMIC_SCRIPT}", rel,
                                       warned, self.worker)
@@ -464,6 +626,7 @@ class _Catalogue:
 
     def close(self) -> None:
         self.worker.close()
+        self.cache.save()
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -556,6 +719,10 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
     """
     root = Path(mad_dir).absolute()
     _check_mad_dir(root, "--mad-dir")
+    # Thousands of cards make tens of thousands of objects and no reference cycle: without the cyclic
+    # collector's passes over the growing heap a large package is discovered ~15 % faster.
+    collecting = gc.isenabled()
+    gc.disable()
     cat = _Catalogue(root)
     try:
         specs = parse_tags(split_tags(tags), cat.dirs)
@@ -564,7 +731,7 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
             for group in _groups_for(spec, cat):
                 needed[id(group)] = group
                 if isinstance(group, _DynamicGroup):
-                    group.prefetch(spec.params)
+                    group.prefetch(spec.params, update_all=spec.kind == "all" or spec.name == ALL)
         for group in needed.values():  # read the files while the worker runs the generators
             if isinstance(group, _JsonGroup):
                 group.entries({})
@@ -584,7 +751,10 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
                         raise
                     broken.append(exc)
                     continue
-                hits = [(group, e) for e in entries if matches(spec, e.model.name, e.model.tags, e.model.dir)]
+                if spec.kind == "all":
+                    hits = [(group, e) for e in entries]
+                else:
+                    hits = [(group, e) for e in entries if matches(spec, e.model.name, e.model.tags, e.model.dir)]
                 if hits and isinstance(group, _DynamicGroup):
                     updates.append((group, group.submit_update([e for _, e in hits])))
                 matched += hits
@@ -621,6 +791,8 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
         return selected
     finally:
         cat.close()
+        if collecting:
+            gc.enable()
 
 
 __all__ = ["discover_models", "resolve_mad_dir"]

@@ -298,7 +298,8 @@ class Model:
 MODEL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Model))
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
+    """A card's list field as a list: a comma-separated string split, None empty."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -367,6 +368,16 @@ def relocate_path(value: str, base: str | None) -> str:
     return done
 
 
+def warn_key(where: str, key: str, model_name: Any, warned: set[str]) -> None:
+    """Say once per discovery (``warned`` holds the keys said) that a card has a key madengine does not
+    know (passed through in ``extra``) or reserves (ignored)."""
+    warned.add(key)
+    if key in RESERVED_KEYS:
+        log.warning("%s: key %r is reserved by madengine and ignored (model %r)", where, key, model_name)
+    else:
+        log.warning("%s: unknown key %r (first on model %r) is passed through unchanged", where, key, model_name)
+
+
 def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", dir: str | None = None,
                    warned: set[str] | None = None, relocate: bool = False) -> Model:
     """Validate one raw model object and build the Model.
@@ -385,20 +396,10 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         for key in raw:
             if key in FIELD_KEYS:
                 continue
-            if key in KNOWN_EXTRA_KEYS:
+            if key not in KNOWN_EXTRA_KEYS and warned is not None and key not in warned:
+                warn_key(where, key, raw["name"], warned)
+            if key not in RESERVED_KEYS:
                 extra[key] = raw[key]
-                continue
-            if key in RESERVED_KEYS:
-                if warned is not None and key not in warned:
-                    warned.add(key)
-                    log.warning("%s: key %r is reserved by madengine and ignored (model %r)",
-                                where, key, raw["name"])
-                continue
-            if warned is not None and key not in warned:
-                warned.add(key)
-                log.warning("%s: unknown key %r (first on model %r) is passed through unchanged",
-                            where, key, raw["name"])
-            extra[key] = raw[key]
     get = raw.get
     n_gpus = get("n_gpus", 1)
     timeout = get("timeout")
@@ -423,7 +424,7 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
     model = _new_model(Model)
     model.__dict__ = {
         "name": name,
-        "tags": list(tags) if type(tags) is list else _as_list(tags),
+        "tags": list(tags) if type(tags) is list else as_list(tags),
         "dockerfile": dockerfile,
         "scripts": scripts,
         "args": get("args") or "",
@@ -432,7 +433,7 @@ def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", di
         "multiple_results": get("multiple_results") or None,
         "data": get("data") or None,
         "cred": get("cred") or None,
-        "skip_gpu_arch": list(skip) if type(skip) is list else _as_list(skip),
+        "skip_gpu_arch": list(skip) if type(skip) is list else as_list(skip),
         "deprecated": bool(get("deprecated") or get("is_deprecated")),
         "url": get("url") or "",
         "owner": get("owner") or "",
@@ -451,4 +452,4 @@ _new_model = object.__new__
 
 
 __all__ = ["MODEL_FIELDS", "MODEL_SCHEMA", "Model", "RAW_KEYS", "model_from_raw", "relocate_path",
-           "validate_raw"]
+           "validate_raw", "warn_key"]

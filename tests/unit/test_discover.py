@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -566,6 +567,60 @@ def test_script_output_goes_to_stderr_not_stdout(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert out == ""
     assert "hello from import" in err and "listing" in err
+
+
+_PROBE = ("import os, sys\n\n"
+          "def list_models(params):\n"
+          "    fd = int(params.get('fd', '-1'))\n"
+          "    return [{'name': 'probe', 'owner': 'forked' if 'madengine.discover' in sys.modules else 'exec',\n"
+          "             'url': 'fd open' if fd >= 0 and os.path.exists(f'/proc/self/fd/{fd}') else 'fd closed',\n"
+          "             'args': repr(sys.stdin.read())}]\n")
+
+
+def test_worker_is_a_fork_that_holds_none_of_this_process_files(tmp_path):
+    """No interpreter start-up for the worker: it is a fork (it has madengine.discover loaded), yet it
+    sees none of this process's open files, an empty stdin, and writes nothing into the MAD tree."""
+    root = make_mad(tmp_path / "MAD", None, {"probe": _PROBE})
+    with open(tmp_path / "held.txt", "w") as held:
+        (m,) = discover_models(root, [f"probe:fd={held.fileno()}"])
+    assert (m.owner, m.url) == ("forked", "fd closed")
+    assert m.args.startswith("'' ")  # stdin read at once as empty (the worker's is /dev/null)
+    assert not list(root.rglob("__pycache__"))
+
+
+_PID_PROBE = ("import os\nfrom madengine.tools.discover_models import CustomModel\n\n"
+              "class M(CustomModel):\n"
+              "    def update_model(self):\n        self.args = str(os.getpid())\n\n"
+              "def list_models():\n    return [M(name='m', tags=['probe'], owner=str(os.getpid()))]\n")
+
+
+@pytest.mark.parametrize("tags", [["all"], ["probe"]])
+def test_generators_are_spread_over_workers_and_each_stays_in_its_own(tmp_path, monkeypatch, tags):
+    """Two CPUs, three generators: two forked workers; a generator's update_model() runs in the worker
+    that listed it (in the listing's request for `all`, in a request of its own for a tag)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    root = make_mad(tmp_path / "MAD", None, {name: _PID_PROBE for name in ("a", "b", "c")})
+    models = discover_models(root, tags)
+    assert [m.name for m in models] == ["a/m", "b/m", "c/m"]
+    listed = [m.owner for m in models]
+    assert [m.args for m in models] == listed  # updated where listed
+    assert listed[0] == listed[2] != listed[1] and str(os.getpid()) not in listed
+
+
+def test_worker_is_a_fresh_interpreter_while_another_thread_runs(tmp_path):
+    """A fork copies locks other threads may hold: with a second thread alive, discovery execs."""
+    import threading
+
+    root = make_mad(tmp_path / "MAD", None, {"probe": _PROBE})
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        (m,) = discover_models(root, ["probe"])
+    finally:
+        stop.set()
+        other.join()
+    assert m.owner == "exec" and m.args == "''"
 
 
 def test_keyword_only_list_models_gets_the_params_it_names(tmp_path):
