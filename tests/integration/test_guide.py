@@ -294,7 +294,7 @@ def test_terminal_shows_panels_progress_and_tables(guide) -> None:
     plain = strip_ansi(screen)
     in_order(plain, "🔨 Build phase", "📋 Build configuration", "🚀 Run phase", "📋 Run configuration",
              "Run results", "Workflow summary")
-    assert re.search(r"\x1b\[38;5;\d+(;\d+)?m\"gpu_vendor\"", screen), "the context JSON is not highlighted"
+    assert re.search(r"\x1b\[(\d+;)*(3[0-7]|38;5;\d+)m\"gpu_vendor\"", screen), "the context JSON is not highlighted"
     assert SPINNER & set(screen), "no spinner while building/running"
     assert re.search(r"images\s+━+\s+1/1", plain), "no progress bar over the images"
     assert re.search(r"models\s+━+\s+1/1", plain), "no progress bar over the models"
