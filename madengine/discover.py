@@ -183,18 +183,62 @@ def _generator_timeout() -> float:
 
 
 def _can_fork() -> bool:
-    """Whether a worker may be a fork: on Linux, while this process runs one thread (a fork copies
-    the locks other threads may hold, locked; macOS frameworks are not fork-safe)."""
-    return sys.platform.startswith("linux") and threading.active_count() == 1
+    """Whether a worker may be a fork: on Linux, while this process runs one thread, native ones
+    included (a fork copies the locks other threads may hold, locked; macOS frameworks are not
+    fork-safe), and without ``-O`` (the exec'd worker runs the generators' asserts)."""
+    if not sys.platform.startswith("linux") or sys.flags.optimize or threading.active_count() != 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _become_worker(requests_r: int, answers_w: int) -> None:
+    """In the forked child: what a fresh ``python -S -B`` worker would be, as far as a generator can
+    tell. The parent's modules other than the standard library and madengine leave ``sys.modules`` (a
+    generator's own ``helpers.py`` must not be shadowed by the caller's ``helpers``), its logging
+    handlers are dropped (a generator's warning goes to stderr), and every descriptor but the pipes and
+    stderr is pointed at /dev/null rather than closed: an object of the parent still holding one (a log
+    file, a socket) then writes nowhere, and the worker's own descriptors never take those numbers."""
+    os.setsid()
+    os.dup2(requests_r, 0)
+    os.dup2(answers_w, 1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != null:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd)
+    sys.argv = ["-c"]
+    sys.dont_write_bytecode = True  # as -B: the MAD tree is read, never written
+    keep = sys.stdlib_module_names
+    for module in list(sys.modules):
+        top = module.partition(".")[0]
+        if top not in keep and top != "madengine" and module != "__main__":
+            del sys.modules[module]
+    for logger in [logging.root, *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            logger.handlers = []
+            logger.propagate, logger.disabled = True, False
+            logger.setLevel(logging.NOTSET)
+    logging.root.setLevel(logging.WARNING)
+    # The collector skips what the parent made: a pass over it would copy every page of it.
+    gc.freeze()
+    gc.enable()
+    # Streams of their own (this process's may wrap other fds, or hold buffered input).
+    sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 class _ForkedWorker:
     """The worker as a fork of this process: no interpreter start-up (~0.1 s of a discovery).
 
-    Only when this process runs one thread. The child is its own session (killed as a group, like the
-    exec'd worker), keeps no descriptor but its two pipes and stderr, writes no bytecode (as ``-B``)
-    and ends with ``os._exit``, so none of this process's buffers, atexit hooks or locks act twice.
-    The parts of :class:`subprocess.Popen` that :class:`_Worker` uses.
+    Only when :func:`_can_fork`. The child is its own session (killed as a group, like the exec'd
+    worker), is made to look like a fresh worker (:func:`_become_worker`) and ends with ``os._exit``,
+    so none of this process's buffers, atexit hooks or locks act twice. The parts of
+    :class:`subprocess.Popen` that :class:`_Worker` uses.
     """
 
     def __init__(self, code_cache: str | None) -> None:
@@ -206,18 +250,7 @@ class _ForkedWorker:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child: coverage does not follow it
             try:
-                os.setsid()
-                os.dup2(requests_r, 0)
-                os.dup2(answers_w, 1)
-                os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
-                sys.dont_write_bytecode = True  # as -B: the MAD tree is read, never written
-                # The collector skips what the parent made: a pass over it would copy every page of it.
-                gc.freeze()
-                gc.enable()
-                # Streams of their own (this process's may wrap other fds, or hold buffered input).
-                sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")  # noqa: SIM115
-                sys.stdout = sys.__stdout__ = open(1, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
-                sys.stderr = sys.__stderr__ = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+                _become_worker(requests_r, answers_w)
                 from madengine.discover_worker import main
 
                 main(code_cache)
@@ -232,14 +265,21 @@ class _ForkedWorker:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): gone, as Popen says
+                self.returncode = 0
+                return 0
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None and self.returncode is None:
-            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            try:
+                self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            except ChildProcessError:
+                self.returncode = 0
         deadline = time.monotonic() + (timeout or 0)
         while self.poll() is None:
             if time.monotonic() >= deadline:
@@ -283,14 +323,11 @@ class _Worker:
         self.since = time.monotonic()
         return self.proc
 
-    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None,
-               *, update_all: bool = False) -> int:
+    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None) -> int:
         request_id = next(self.ids)
         request: dict[str, Any] = {"id": request_id, "op": op, "path": path, "params": dict(params)}
         if indices is not None:
             request["indices"] = indices
-        if update_all:
-            request["update_all"] = True
         if path in self.broken:
             self.answers[request_id] = {"error": self.broken[path]}
             return request_id
@@ -334,6 +371,7 @@ class _Worker:
                                 "instead of returning its models", killed=False)
                 return
             self.buffer += chunk
+            self.since = time.monotonic()  # an answer on its way: the generator is done, not hung
         line, _, self.buffer = self.buffer.partition(b"\n")
         answer = loads(line)
         self.pending.pop(answer["id"], None)
@@ -394,12 +432,11 @@ class _WorkerPool:
         self.workers: list[_Worker] = []
         self.home: dict[str, _Worker] = {}
 
-    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None,
-               *, update_all: bool = False) -> _Handle:
+    def submit(self, op: str, path: str, params: Mapping[str, str], indices: list[int] | None = None) -> _Handle:
         worker = self.home.get(path)
         if worker is None:
             worker = self.home[path] = self._worker_for_next()
-        return worker, worker.submit(op, path, params, indices, update_all=update_all)
+        return worker, worker.submit(op, path, params, indices)
 
     def _worker_for_next(self) -> _Worker:
         size = min(MAX_WORKERS, os.cpu_count() or 1) if _can_fork() else 1
@@ -427,6 +464,7 @@ class _DynamicGroup(_Group):
         self.path, self.where, self.dir, self.warned = path, where, dir_, warned
         self.worker = worker
         self._requests: dict[frozenset[tuple[str, str]], _Handle] = {}
+        self._eager: dict[frozenset[tuple[str, str]], _Handle] = {}  # "update_all" requests
         self._listings: dict[frozenset[tuple[str, str]], list[_Entry]] = {}
         self._updatable: dict[frozenset[tuple[str, str]], frozenset[int]] = {}
         self._updated: dict[tuple[frozenset[tuple[str, str]], int], Model] = {}
@@ -440,7 +478,9 @@ class _DynamicGroup(_Group):
         model of it is selected, so the worker runs their ``update_model()`` in the same request."""
         key = frozenset(params.items())
         if key not in self._listings and key not in self._requests:
-            self._requests[key] = self.worker.submit("list", str(self.path), params, update_all=update_all)
+            self._requests[key] = self.worker.submit("list", str(self.path), params)
+            if update_all:  # its own request: listing and updates each get the whole timeout
+                self._eager[key] = self.worker.submit("update_all", str(self.path), params)
 
     def entries(self, params: Mapping[str, str]) -> list[_Entry]:
         key = frozenset(params.items())
@@ -454,7 +494,14 @@ class _DynamicGroup(_Group):
         where, dir_, warned = self.where, self.dir, self.warned
         raws = answer["raws"]
         self._updatable[key] = frozenset(answer.get("updatable") or ())
-        updated = dict(zip(answer["updatable"], answer["updated"], strict=True)) if "updated" in answer else {}
+        updated: dict[int, Any] = {}
+        eager = self._eager.pop(key, None)
+        if eager is not None:
+            done = self.worker.result(eager)
+            # A failed update_model() is left to the update request that needs it: the worker says the
+            # same failure again then, where selection reports it.
+            if "error" not in done:
+                updated = dict(zip(done["indices"], done["raws"], strict=True))
         if updated:
             # Every listed model is selected and already updated: each becomes one Model, from its fields
             # after update_model(). The listed fields are checked and warned about first all the same,
@@ -714,85 +761,98 @@ def discover_models(mad_dir: Path | str, tags: list[str] | None = None) -> list[
     No tags (or an empty list) selects every model, like ``all``. Order: tag order first, then
     discovery order. A model selected twice with the same final args is returned once, with a warning.
     A simple tag that matches no card name or tag selects the scripts-dir cards whose short name it is.
-    Generators run in a worker process (:mod:`madengine.discover_worker`); a broken one fails the tags
+    Generators run in worker processes (:mod:`madengine.discover_worker`); a broken one fails the tags
     that need it (``all``, its own dir) and is skipped with a warning for a simple tag matched elsewhere.
     """
     root = Path(mad_dir).absolute()
     _check_mad_dir(root, "--mad-dir")
-    # Thousands of cards make tens of thousands of objects and no reference cycle: without the cyclic
-    # collector's passes over the growing heap a large package is discovered ~15 % faster.
+    with _no_cyclic_gc():
+        cat = _Catalogue(root)
+        try:
+            return _select(cat, tags)
+        finally:
+            cat.close()
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Thousands of cards make tens of thousands of objects and no reference cycle: without the cyclic
+    collector's passes over the growing heap a large package is discovered ~15 % faster."""
     collecting = gc.isenabled()
     gc.disable()
-    cat = _Catalogue(root)
     try:
-        specs = parse_tags(split_tags(tags), cat.dirs)
-        needed: dict[int, _Group] = {}
-        for spec in specs:  # every generator listing the tags need, asked for at once
-            for group in _groups_for(spec, cat):
-                needed[id(group)] = group
-                if isinstance(group, _DynamicGroup):
-                    group.prefetch(spec.params, update_all=spec.kind == "all" or spec.name == ALL)
-        for group in needed.values():  # read the files while the worker runs the generators
-            if isinstance(group, _JsonGroup):
-                group.entries({})
-        selected: list[Model] = []
-        seen: dict[tuple[str, str], str] = {}
-        for spec in specs:
-            matched: list[tuple[_Group, _Entry]] = []
-            broken: list[InvalidInputError] = []
-            # A generator's update_model() calls are asked for as soon as its selected models are known,
-            # so the worker runs them while this process reads the next files; answers are read after.
-            updates: list[tuple[_DynamicGroup, list[Any]]] = []
-            for group in _groups_for(spec, cat):
-                try:
-                    entries = cat.entries(group, spec.params)
-                except InvalidInputError as exc:
-                    if spec.kind != "simple" or not isinstance(group, _DynamicGroup):
-                        raise
-                    broken.append(exc)
-                    continue
-                if spec.kind == "all":
-                    hits = [(group, e) for e in entries]
-                else:
-                    hits = [(group, e) for e in entries if matches(spec, e.model.name, e.model.tags, e.model.dir)]
-                if hits and isinstance(group, _DynamicGroup):
-                    updates.append((group, group.submit_update([e for _, e in hits])))
-                matched += hits
-            if not matched and spec.kind == "simple":
-                matched = _short_name_matches(spec, cat, broken)
-                by_group: dict[int, tuple[_DynamicGroup, list[_Entry]]] = {}
-                for group, entry in matched:
-                    if isinstance(group, _DynamicGroup):
-                        by_group.setdefault(id(group), (group, []))[1].append(entry)
-                updates = [(dynamic, dynamic.submit_update(entries)) for dynamic, entries in by_group.values()]
-            if not matched:
-                if broken:
-                    raise broken[0]  # the broken generator may be the one that has it
-                raise _unknown_tag(spec, cat)
-            for exc in broken:
-                log.warning("tag %r: skipped %s", spec.raw, exc.message)
-            extra_args = spec.extra_args
-            for dynamic, handle in updates:
-                dynamic.collect_update(handle)
-            for group, entry in matched:
-                model = cat.finalise(group, entry)
-                if extra_args or spec.params:
-                    model = replace(model, args=model.args + extra_args, params=dict(spec.params),
-                                    tags=list(model.tags), skip_gpu_arch=list(model.skip_gpu_arch),
-                                    extra=dict(model.extra))
-                key = (model.name, model.args)
-                first = seen.get(key)
-                if first is not None:
-                    log.warning("model %r is selected more than once (by tag %r and tag %r); it runs once",
-                                model.name, first, spec.raw)
-                    continue
-                seen[key] = spec.raw
-                selected.append(model)
-        return selected
+        yield
     finally:
-        cat.close()
         if collecting:
             gc.enable()
+
+
+def _select(cat: _Catalogue, tags: list[str] | None) -> list[Model]:
+    """The models ``tags`` select from the catalogue (see :func:`discover_models`)."""
+    specs = parse_tags(split_tags(tags), cat.dirs)
+    needed: dict[int, _Group] = {}
+    for spec in specs:  # every generator listing the tags need, asked for at once
+        for group in _groups_for(spec, cat):
+            needed[id(group)] = group
+            if isinstance(group, _DynamicGroup):
+                group.prefetch(spec.params, update_all=spec.kind == "all" or spec.name == ALL)
+    for group in needed.values():  # read the files while the worker runs the generators
+        if isinstance(group, _JsonGroup):
+            group.entries({})
+    selected: list[Model] = []
+    seen: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        matched: list[tuple[_Group, _Entry]] = []
+        broken: list[InvalidInputError] = []
+        # A generator's update_model() calls are asked for as soon as its selected models are known,
+        # so the worker runs them while this process reads the next files; answers are read after.
+        updates: list[tuple[_DynamicGroup, list[Any]]] = []
+        for group in _groups_for(spec, cat):
+            try:
+                entries = cat.entries(group, spec.params)
+            except InvalidInputError as exc:
+                if spec.kind != "simple" or not isinstance(group, _DynamicGroup):
+                    raise
+                broken.append(exc)
+                continue
+            if spec.kind == "all":
+                hits = [(group, e) for e in entries]
+            else:
+                hits = [(group, e) for e in entries if matches(spec, e.model.name, e.model.tags, e.model.dir)]
+            if hits and isinstance(group, _DynamicGroup):
+                updates.append((group, group.submit_update([e for _, e in hits])))
+            matched += hits
+        if not matched and spec.kind == "simple":
+            matched = _short_name_matches(spec, cat, broken)
+            by_group: dict[int, tuple[_DynamicGroup, list[_Entry]]] = {}
+            for group, entry in matched:
+                if isinstance(group, _DynamicGroup):
+                    by_group.setdefault(id(group), (group, []))[1].append(entry)
+            updates = [(dynamic, dynamic.submit_update(entries)) for dynamic, entries in by_group.values()]
+        if not matched:
+            if broken:
+                raise broken[0]  # the broken generator may be the one that has it
+            raise _unknown_tag(spec, cat)
+        for exc in broken:
+            log.warning("tag %r: skipped %s", spec.raw, exc.message)
+        extra_args = spec.extra_args
+        for dynamic, handle in updates:
+            dynamic.collect_update(handle)
+        for group, entry in matched:
+            model = cat.finalise(group, entry)
+            if extra_args or spec.params:
+                model = replace(model, args=model.args + extra_args, params=dict(spec.params),
+                                tags=list(model.tags), skip_gpu_arch=list(model.skip_gpu_arch),
+                                extra=dict(model.extra))
+            key = (model.name, model.args)
+            first = seen.get(key)
+            if first is not None:
+                log.warning("model %r is selected more than once (by tag %r and tag %r); it runs once",
+                            model.name, first, spec.raw)
+                continue
+            seen[key] = spec.raw
+            selected.append(model)
+    return selected
 
 
 __all__ = ["discover_models", "resolve_mad_dir"]

@@ -8,10 +8,11 @@ original stdin/stdout, which are moved to private descriptors first: the generat
 /dev/null and its fd 1 is the worker's stderr, so nothing it prints reaches ``discover --json``.
 The parent enforces the timeout and names the generator that ended or hung the worker.
 
-Requests (one JSON object a line): ``{"id", "op": "list"|"update", "path", "params", "indices"}``,
-a "list" with ``"update_all": true`` when every model it lists is selected. Answers: ``{"id", "raws":
-[...], "updatable": [...]}`` (plus ``"updated"``, the updatable ones' fields after ``update_model()``,
-for ``update_all``) or ``{"id", "error": {"message", "hint", "example", "detail"}}``.
+Requests (one JSON object a line): ``{"id", "op": "list"|"update"|"update_all", "path", "params",
+"indices"}`` ("update_all": every listed model with an ``update_model``, asked for with the listing when
+all are selected). Answers: ``{"id", "raws": [...], "updatable": [...]}`` for "list", ``{"id", "raws":
+[...]}`` for "update" and ``{"id", "raws": [...], "indices": [...]}`` for "update_all", or ``{"id",
+"error": {"message", "hint", "example", "detail"}}``.
 Stdlib only, no madengine import but the one the generators make themselves.
 """
 
@@ -175,8 +176,7 @@ def _code(path: str) -> Any:
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError), open(cached, "rb") as handle:
         return marshal.load(handle)
     code = compile(source, path, "exec", dont_inherit=True)
-    with contextlib.suppress(OSError):
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):  # the folder exists, this user's alone (the parent checked)
         partial = f"{cached}.{os.getpid()}"
         with open(partial, "wb") as handle:
             marshal.dump(code, handle)
@@ -283,11 +283,9 @@ def _handle(request: dict[str, Any], generators: dict[str, _Generator]) -> dict[
     if request["op"] == "update":
         return {"raws": gen.update(objects, request["indices"])}
     updatable = [i for i, obj in enumerate(objects) if _updatable(obj)]
-    answer: dict[str, Any] = {"raws": gen.raws(objects), "updatable": updatable}
-    if request.get("update_all") and updatable:  # every model is selected: no second round trip
-        with contextlib.suppress(_Failure):  # else the "update" request that needs it gets the failure
-            answer["updated"] = gen.update(objects, updatable)
-    return answer
+    if request["op"] == "update_all":
+        return {"raws": gen.update(objects, updatable), "indices": updatable}
+    return {"raws": gen.raws(objects), "updatable": updatable}
 
 
 def main(code_cache: str | None = None) -> None:

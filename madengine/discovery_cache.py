@@ -57,10 +57,24 @@ def _cache_base() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine"
 
 
+def _private_dir(folder: Path) -> bool:
+    """Make ``folder`` (0700) if missing; whether it is this user's and no one else may write there.
+    What discovery reads back from a cache decides models and runs code: nobody else's files."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 def generator_code_cache() -> str | None:
-    """The folder of the generators' compiled code (:mod:`madengine.discover_worker`; None: off)."""
+    """The folder of the generators' compiled code (:mod:`madengine.discover_worker`; None: off, or
+    a folder others may write to)."""
     base = _cache_base()
-    return None if base is None else str(base / "generators")
+    if base is None or not _private_dir(base / "generators"):
+        return None
+    return str(base / "generators")
 
 
 def unknown_keys(raws: list[Any]) -> list[tuple[str, Any]]:
@@ -81,6 +95,8 @@ class DiscoveryCache:
         self.path = cache_file(root)
         self.entries: dict[str, tuple[bytes, list[dict[str, Any]], list[tuple[str, Any]]]] = {}
         self.dirty = False
+        if self.path is not None and not _private_dir(self.path.parent):
+            self.path = None
         if self.path is None:
             return
         try:
@@ -124,7 +140,6 @@ class DiscoveryCache:
                     os.utime(self.path)
             return
         with contextlib.suppress(OSError, ValueError):  # a cache that cannot be written is no cache
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
             partial.write_bytes(marshal.dumps({"format": _FORMAT, "code": _code_fingerprint(),
                                                "files": self.entries}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -573,19 +574,98 @@ _PROBE = ("import os, sys\n\n"
           "def list_models(params):\n"
           "    fd = int(params.get('fd', '-1'))\n"
           "    return [{'name': 'probe', 'owner': 'forked' if 'madengine.discover' in sys.modules else 'exec',\n"
-          "             'url': 'fd open' if fd >= 0 and os.path.exists(f'/proc/self/fd/{fd}') else 'fd closed',\n"
+          "             'url': os.readlink(f'/proc/self/fd/{fd}') if os.path.exists(f'/proc/self/fd/{fd}') else '',\n"
           "             'args': repr(sys.stdin.read())}]\n")
 
 
 def test_worker_is_a_fork_that_holds_none_of_this_process_files(tmp_path):
     """No interpreter start-up for the worker: it is a fork (it has madengine.discover loaded), yet it
-    sees none of this process's open files, an empty stdin, and writes nothing into the MAD tree."""
+    holds none of this process's open files (their descriptors are /dev/null there), reads an empty
+    stdin, and writes nothing into the MAD tree."""
     root = make_mad(tmp_path / "MAD", None, {"probe": _PROBE})
     with open(tmp_path / "held.txt", "w") as held:
         (m,) = discover_models(root, [f"probe:fd={held.fileno()}"])
-    assert (m.owner, m.url) == ("forked", "fd closed")
+    assert (m.owner, m.url) == ("forked", "/dev/null")
     assert m.args.startswith("'' ")  # stdin read at once as empty (the worker's is /dev/null)
     assert not list(root.rglob("__pycache__"))
+
+
+def test_forked_worker_looks_like_a_fresh_one_to_a_generator(tmp_path, monkeypatch, capfd):
+    """What a fork would inherit and a fresh worker has not: the caller's argv, its own modules (a
+    `helpers` that would shadow the generator's sibling), its log handlers, a log file on the
+    descriptor the worker's answer pipe might get."""
+    import logging
+
+    script = ("import logging, sys\nfrom helpers import WHO\n\n"
+              "def list_models():\n"
+              "    logging.getLogger('gen').warning('generator says hello')\n"
+              "    return [{'name': 'm', 'owner': WHO, 'args': ' '.join(sys.argv)}]\n")
+    root = make_mad(tmp_path / "MAD", None, {"x": script})
+    write(root / "scripts" / "x" / "helpers.py", "WHO = 'the sibling'\n")
+    caller = tmp_path / "caller"
+    write(caller / "helpers.py", "WHO = 'the caller'\n")
+    monkeypatch.syspath_prepend(str(caller))
+    import helpers  # noqa: F401 - the caller's own module of that name
+
+    monkeypatch.setattr(sys, "argv", ["madengine", "discover", "--tags", "all"])
+    handler = logging.FileHandler(tmp_path / "app.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        (m,) = discover_models(root, ["all"])
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        sys.modules.pop("helpers", None)
+    assert (m.owner, m.args) == ("the sibling", "-c")
+    assert "generator says hello" in capfd.readouterr().err
+    assert "generator says hello" not in (tmp_path / "app.log").read_text()
+
+
+def test_discovery_turns_the_collector_back_on_when_the_package_is_refused(tmp_path):
+    import gc
+
+    root = make_mad(tmp_path / "MAD", None, {"x": "def list_models():\n    return []\n"})
+    write(root / "scripts" / "x" / "models.json", "[]")
+    with pytest.raises(InvalidInputError, match="has both"):
+        discover_models(root, ["all"])
+    assert gc.isenabled()
+
+
+def test_listing_and_updates_for_all_each_get_the_whole_timeout(tmp_path, monkeypatch):
+    """`all` asks for the updates with the listing, as a request of its own: a generator whose listing
+    and updates each fit the timeout is not refused for their sum."""
+    script = ("import time\nfrom madengine.tools.discover_models import CustomModel\n\n"
+              "class M(CustomModel):\n    def update_model(self):\n        time.sleep(0.35)\n\n"
+              "def list_models():\n    time.sleep(0.7)\n"
+              "    return [M(name='m1', tags=['t']), M(name='m2', tags=['t'])]\n")
+    root = make_mad(tmp_path / "MAD", None, {"slow": script})
+    monkeypatch.setenv("MADENGINE_GENERATOR_TIMEOUT", "1")
+    assert [m.name for m in discover_models(root, ["all"])] == ["slow/m1", "slow/m2"]
+
+
+def test_an_answer_larger_than_a_pipe_read_after_its_deadline_is_taken_whole(tmp_path, monkeypatch):
+    """Two workers: while this process waits on one, the other's big answer (more than a pipe holds)
+    is half written when its deadline has passed; it is read on, not called a hang."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    big = ("def list_models():\n"
+           "    return [{'name': f'm{i}', 'url': 'x' * 200} for i in range(1500)]\n")
+    slow = ("import time\nfrom madengine.tools.discover_models import CustomModel\n\n"
+            "class M(CustomModel):\n    def update_model(self):\n        time.sleep(0.7)\n\n"
+            "def list_models():\n    time.sleep(0.7)\n    return [M(name='m')]\n")
+    root = make_mad(tmp_path / "MAD", None, {"a": big, "b": big, "c": slow})
+    monkeypatch.setenv("MADENGINE_GENERATOR_TIMEOUT", "1")
+    assert len(discover_models(root, ["c/m", "all"])) == 3001
+
+
+def test_under_python_o_the_worker_is_a_fresh_interpreter_that_keeps_asserts(tmp_path):
+    script = "def list_models():\n    assert False, 'the generator checks this'\n    return []\n"
+    root = make_mad(tmp_path / "MAD", None, {"a": script})
+    code = ("import sys\nfrom madengine.discover import discover_models\n"
+            "try:\n    discover_models(sys.argv[1], ['all'])\nexcept Exception as exc:\n    print(exc)\n")
+    for flags in (["-O"], []):  # -O first: its worker must not cache code without the assert
+        out = subprocess.run([sys.executable, *flags, "-c", code, str(root)], capture_output=True, text=True,
+                             timeout=60, check=False, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "c")})
+        assert "AssertionError: the generator checks this" in out.stdout, (flags, out.stdout, out.stderr)
 
 
 _PID_PROBE = ("import os\nfrom madengine.tools.discover_models import CustomModel\n\n"

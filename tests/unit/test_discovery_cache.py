@@ -131,3 +131,20 @@ def test_generators_are_compiled_once_and_an_edit_is_seen(tmp_path: Path, cache_
     assert [m.owner for m in discover_models(root, ["all"])] == ["v2"]
     assert len(list((cache_home / "generators").glob("*.code"))) == 2
     assert not list(root.rglob("__pycache__"))
+
+
+def test_caches_others_may_write_to_are_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 cache_home: Path) -> None:
+    """What a cache holds decides models and runs code: a folder anyone may write to is not read."""
+    root = package(tmp_path / "MAD")
+    script = root / "scripts" / "g" / "get_models_json.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(GENERATOR)
+    for name in ("discovery", "generators"):
+        (cache_home / name).mkdir(parents=True)
+        (cache_home / name).chmod(0o777)
+    discover_models(root, ["all"])
+    parsed = parses(monkeypatch)
+    discover_models(root, ["all"])
+    assert parsed == ["top", "a", "b", "gen"]
+    assert not list((cache_home / "discovery").iterdir()) and not list((cache_home / "generators").iterdir())
