@@ -35,10 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from madengine.discovery_cache import DiscoveryCache, generator_code_cache, unknown_keys
+from madengine.discovery_cache import DiscoveryCache, generator_code_cache
 from madengine.errors import InvalidInputError
 from madengine.jsonfile import loads
-from madengine.model import Model, as_list, model_from_raw, validate_raw, warn_key
+from madengine.model import Model, as_list, model_from_raw, unknown_keys, validate_raw, warn_keys
 from madengine.tags import ALL, TagSpec, matches, parse_tags, split_tags, suggest
 
 log = logging.getLogger(__name__)
@@ -155,13 +155,11 @@ class _JsonGroup(_Group):
         if self._entries is None:
             where, source, dir_, warned = self.where, self.source, self.dir, self.warned
             data = _read(self.path, where)
-            key = self.cache.key(data) if self.cache.path is not None else b""
+            key = self.cache.key(data)
             hit = self.cache.get(where, key)
             if hit is not None:
                 models, keys = hit
-                for name, model_name in keys:  # the warnings the file gives, as if it were read again
-                    if name not in warned:
-                        warn_key(where, name, model_name, warned)
+                warn_keys(where, keys, warned)  # the warnings the file gives, as if it were read again
             else:
                 raws = _parse_model_list(data, where)
                 models = [model_from_raw(raw, where=where, index=i, source=source, dir=dir_, warned=warned,
@@ -311,7 +309,7 @@ class _Worker:
         code_cache = generator_code_cache()
         if _can_fork():
             self.proc = _ForkedWorker(code_cache)
-        else:  # another thread may hold a lock a forked child would inherit locked: a fresh interpreter
+        else:  # see _can_fork (other threads, -O, not Linux): a fresh interpreter
             import madengine
 
             paths = [str(Path(madengine.__file__).resolve().parent.parent)] + [p for p in sys.path if p]
@@ -475,7 +473,7 @@ class _DynamicGroup(_Group):
 
     def prefetch(self, params: Mapping[str, str], *, update_all: bool = False) -> None:
         """Ask the worker for this listing now; :meth:`entries` collects it. ``update_all``: every
-        model of it is selected, so the worker runs their ``update_model()`` in the same request."""
+        model of it is selected, so their ``update_model()`` calls are asked for at once too."""
         key = frozenset(params.items())
         if key not in self._listings and key not in self._requests:
             self._requests[key] = self.worker.submit("list", str(self.path), params)
@@ -508,9 +506,7 @@ class _DynamicGroup(_Group):
             # as the listing alone would be.
             for i, raw in enumerate(raws):
                 validate_raw(raw, where=where, index=i)
-            for name, first in unknown_keys(raws):
-                if name not in warned:
-                    warn_key(where, name, first, warned)
+            warn_keys(where, unknown_keys(raws), warned)
         entries = []
         for i, raw in enumerate(raws):
             if i in updated:

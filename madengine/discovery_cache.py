@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from madengine.model import FIELD_KEYS, KNOWN_EXTRA_KEYS, Model
+from madengine.cachedir import cache_home
+from madengine.model import Model
 
 CACHE_ENV = "MADENGINE_DISCOVERY_CACHE"
 #: A package's memo is dropped when no discovery has rewritten it for this long.
@@ -54,7 +55,7 @@ def cache_file(root: Path) -> Path | None:
 def _cache_base() -> Path | None:
     if os.environ.get(CACHE_ENV, "").strip().lower() in ("0", "false", "no", "off"):
         return None
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine"
+    return cache_home()
 
 
 def _private_dir(folder: Path) -> bool:
@@ -77,17 +78,6 @@ def generator_code_cache() -> str | None:
     return str(base / "generators")
 
 
-def unknown_keys(raws: list[Any]) -> list[tuple[str, Any]]:
-    """(key, first model name) of every key of ``raws`` that discovery warns about, first seen first."""
-    seen: dict[str, Any] = {}
-    for raw in raws:
-        if not FIELD_KEYS.issuperset(raw):
-            for key in raw:
-                if key not in FIELD_KEYS and key not in KNOWN_EXTRA_KEYS and key not in seen:
-                    seen[key] = raw["name"]
-    return list(seen.items())
-
-
 class DiscoveryCache:
     """The memo of one MAD package: :meth:`get` at each models.json, :meth:`save` once at the end."""
 
@@ -106,13 +96,13 @@ class DiscoveryCache:
         except Exception:  # noqa: BLE001 - absent, unreadable, or another format: start empty
             self.entries = {}
 
-    @staticmethod
-    def key(data: bytes) -> bytes:
-        return hashlib.blake2b(data, digest_size=16).digest()
+    def key(self, data: bytes) -> bytes:
+        """What a file's entry is stored under: its content's hash (nothing to hash when turned off)."""
+        return hashlib.blake2b(data, digest_size=16).digest() if self.path is not None else b""
 
     def get(self, where: str, key: bytes) -> tuple[list[Model], list[tuple[str, Any]]] | None:
         """The models (fresh objects) and warned-about keys stored for ``where`` with this content."""
-        entry = self.entries.get(where) if self.path is not None else None
+        entry = self.entries.get(where)
         if entry is None or entry[0] != key:
             return None
         # The entry's own dicts become the models' (each loaded fresh from the file by this instance);

@@ -378,6 +378,25 @@ def warn_key(where: str, key: str, model_name: Any, warned: set[str]) -> None:
         log.warning("%s: unknown key %r (first on model %r) is passed through unchanged", where, key, model_name)
 
 
+def unknown_keys(raws: list[Any]) -> list[tuple[str, Any]]:
+    """(key, first model name) of every key of ``raws`` that :func:`warn_key` is for, first seen first."""
+    seen: dict[str, Any] = {}
+    for raw in raws:
+        if not FIELD_KEYS.issuperset(raw):
+            for key in raw:
+                if key not in FIELD_KEYS and key not in KNOWN_EXTRA_KEYS and key not in seen:
+                    seen[key] = raw["name"]
+    return list(seen.items())
+
+
+def warn_keys(where: str, keys: list[tuple[str, Any]], warned: set[str]) -> None:
+    """:func:`warn_key` for each (key, model name) of :func:`unknown_keys` not said yet: the warnings
+    of cards that are not parsed again (a memo, a listing whose models are built from their updates)."""
+    for key, model_name in keys:
+        if key not in warned:
+            warn_key(where, key, model_name, warned)
+
+
 def model_from_raw(raw: Any, *, where: str, index: int, source: str = "root", dir: str | None = None,
                    warned: set[str] | None = None, relocate: bool = False) -> Model:
     """Validate one raw model object and build the Model.
@@ -452,4 +471,4 @@ _new_model = object.__new__
 
 
 __all__ = ["MODEL_FIELDS", "MODEL_SCHEMA", "Model", "RAW_KEYS", "model_from_raw", "relocate_path",
-           "validate_raw", "warn_key"]
+           "unknown_keys", "validate_raw", "warn_key", "warn_keys"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from madengine.build import connect
+from madengine.cachedir import cache_home
 from madengine.errors import BuildError, InvalidInputError, RunError
 from madengine.manifest import Manifest
 
@@ -26,7 +27,7 @@ _CHUNK = 1 << 20
 
 def cache_dir() -> Path:
     """Where the tarballs are kept: ``$XDG_CACHE_HOME/madengine/images`` (``~/.cache/...`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine" / "images"
+    return cache_home() / "images"
 
 
 def images_for(manifest: Manifest, keys: Iterable[str]) -> dict[str, str]:

@@ -34,6 +34,7 @@ from ansible_collections.mad.engine.plugins.module_utils._perf import failure_ro
 from ansible_collections.mad.engine.plugins.module_utils._runspec import run_timeout
 from ansible_collections.mad.engine.plugins.module_utils._secrets import is_secret_name
 
+from madengine.cachedir import cache_home
 from madengine.credentials import CredentialError, Credentials
 from madengine.errors import InvalidInputError
 from madengine.execute.local import (
@@ -85,7 +86,7 @@ EXECUTOR_CACHE_DAYS = 7
 
 def executor_cache_dir() -> Path:
     """Built executors, one per source and Python version: ``$XDG_CACHE_HOME/madengine/executor``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "madengine" / "executor"
+    return cache_home() / "executor"
 
 
 def _write_executor(target: Path, files: list[tuple[str, bytes]]) -> None:
